@@ -1,0 +1,1 @@
+"""Code generators of dsc (cpu: llvmlite; cuda: PTX)."""

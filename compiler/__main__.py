@@ -1,0 +1,5 @@
+"""`python -m dsc` is the `dsc` command."""
+
+from dsc.tools.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""NumPy kernels of the reference evaluator: elementwise, reduction and data movement.
+
+Each kernel is `fn(op, *arrays, **attrs)` and returns the result array(s);
+the evaluator casts results to the op's declared dtype. Convolution, pooling
+and normalization kernels are in `kernels_nn.py`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from dsc.dialects import graph as g
+from dsc.reference.evaluator import kernel
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    return _erf(x.astype(np.float64)).astype(x.dtype) if x.size else x
+
+
+_UNARY = {
+    g.ReluOp: lambda x: np.maximum(x, 0).astype(x.dtype),
+    g.SigmoidOp: lambda x: 1 / (1 + np.exp(-x)),
+    g.TanhOp: np.tanh,
+    g.ErfOp: erf,
+    g.ExpOp: np.exp,
+    g.LogOp: np.log,
+    g.SqrtOp: np.sqrt,
+    g.NegOp: np.negative,
+    g.AbsOp: np.abs,
+    g.ReciprocalOp: np.reciprocal,
+    g.FloorOp: np.floor,
+    g.CeilOp: np.ceil,
+    g.NotOp: np.logical_not,
+    g.HardSwishOp: lambda x: x * np.clip(x / 6 + 0.5, 0, 1),
+    g.SoftplusOp: lambda x: np.log1p(np.exp(x)),
+}
+
+_BINARY = {
+    g.AddOp: np.add,
+    g.SubOp: np.subtract,
+    g.MulOp: np.multiply,
+    g.PowOp: np.power,
+    g.MaxOp: np.maximum,
+    g.MinOp: np.minimum,
+    g.AndOp: np.logical_and,
+    g.OrOp: np.logical_or,
+    g.XorOp: np.logical_xor,
+    g.EqualOp: np.equal,
+    g.LessOp: np.less,
+    g.LessEqualOp: np.less_equal,
+    g.GreaterOp: np.greater,
+    g.GreaterEqualOp: np.greater_equal,
+}
+
+for _op, _fn in _UNARY.items():
+    kernel(_op)(lambda op, x, _fn=_fn, **a: _fn(x))
+for _op, _fn in _BINARY.items():
+    kernel(_op)(lambda op, x, y, _fn=_fn, **a: _fn(x, y))
+
+
+@kernel(g.DivOp)
+def _div(op, x, y):
+    if x.dtype.kind in "iu":  # ONNX integer division truncates toward zero
+        return np.trunc(np.true_divide(x, y)).astype(x.dtype)
+    return np.true_divide(x, y)
+
+
+@kernel(g.LeakyReluOp)
+def _leaky_relu(op, x, alpha):
+    return np.where(x >= 0, x, x * np.asarray(alpha, x.dtype))
+
+
+@kernel(g.HardSigmoidOp)
+def _hard_sigmoid(op, x, alpha, beta):
+    return np.clip(x * np.asarray(alpha, x.dtype) + np.asarray(beta, x.dtype), 0, 1)
+
+
+@kernel(g.ClipOp)
+def _clip(op, x, min=None, max=None):
+    if min is not None:
+        x = np.maximum(x, np.asarray(min).astype(x.dtype))
+    if max is not None:
+        x = np.minimum(x, np.asarray(max).astype(x.dtype))
+    return x
+
+
+@kernel(g.GeluOp)
+def _gelu(op, x, approximate):
+    if approximate == "tanh":
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1 + erf(x / np.sqrt(np.asarray(2, x.dtype))))
+
+
+@kernel(g.CastOp)
+def _cast(op, x):
+    from dsc.dialects.tensor_types import sig_of
+
+    dt = sig_of(op.result.type).dtype
+    if x.dtype.kind == "f" and dt.kind in "iu":
+        x = np.trunc(x)
+    return x.astype(dt)
+
+
+@kernel(g.WhereOp)
+def _where(op, c, x, y):
+    return np.where(c, x, y)

@@ -1,0 +1,1 @@
+"""Transforms on dsc IR, one pass per file, named by its verb."""

@@ -1,0 +1,1 @@
+"""The `dsc` command line and developer tools (zoo builders, benchmarks)."""
