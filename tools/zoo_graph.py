@@ -62,8 +62,10 @@ class GraphBuilder:
 
     def __init__(self, seed: int = 0):
         self.rng = np.random.default_rng(seed)
+        # Initializers are written straight into the final proto: copying a
+        # 400 MB graph through make_graph/make_model would double build time.
+        self.model = onnx.ModelProto()
         self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
         self._values: set[str] = set()
@@ -83,7 +85,12 @@ class GraphBuilder:
     def param(self, name: str, array: np.ndarray) -> str:
         """Adds `array` as the initializer `name` (names must be unique)."""
         self._claim(name)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        tensor = self.model.graph.initializer.add()
+        tensor.name = name
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+        tensor.dims.extend(array.shape)
+        tensor.raw_data = array.tobytes()
         return name
 
     def randn(self, name: str, shape, std: float, mean: float = 0.0) -> str:
@@ -115,11 +122,16 @@ class GraphBuilder:
         return self.op("Constant", [], scope, value=tensor)
 
     def build(self, doc: str = "", metadata: dict[str, str] | None = None) -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, "main_graph", self.inputs, self.outputs,
-                                  initializer=self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                  ir_version=IR_VERSION, producer_name="dsc.tools.zoo",
-                                  producer_version="0.1", doc_string=doc)
+        """Finishes the model; call once."""
+        model, graph = self.model, self.model.graph
+        graph.name = "main_graph"
+        graph.node.extend(self.nodes)
+        graph.input.extend(self.inputs)
+        graph.output.extend(self.outputs)
+        model.ir_version = IR_VERSION
+        model.opset_import.append(helper.make_opsetid("", OPSET))
+        model.producer_name, model.producer_version = "dsc.tools.zoo", "0.1"
+        model.doc_string = doc
         for key, value in sorted((metadata or {}).items()):
             entry = model.metadata_props.add()
             entry.key, entry.value = key, str(value)

@@ -1,0 +1,31 @@
+# dsc — the two commands a new user runs on a fresh machine:
+#   make demo   set up, then compile and run an example model, compared with onnxruntime
+#   make test   set up, then run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p out
+	$(BIN)/dsc zoo resnet18 -o out/resnet18.onnx
+	$(BIN)/dsc check out/resnet18.onnx
+	$(BIN)/dsc compile out/resnet18.onnx --emit graph -o out/resnet18.mlir
+	head -n 12 out/resnet18.mlir
+	$(BIN)/dsc run out/resnet18.onnx --compare onnxruntime
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests -p no:warnings
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,211 @@
+"""The `dsc` command line: compile, check, run, targets, zoo.
+
+Every `DscError` becomes one line, `error: <what, where>` (plus a `hint:`
+line saying what to do), and exit code 1; never a traceback. `--traceback`
+shows the Python traceback for dsc's own debugging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from dsc.runtime.errors import DscError
+
+EPILOG = "Run `dsc COMMAND --help` for a command's options. Docs: README.md."
+
+
+def _shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
+    name, sep, dims = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=D0xD1x..., got '{text}'")
+    try:
+        return name, tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"dimensions must be integers separated by 'x', got '{dims}'") from None
+
+
+def _input_arg(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE.npy, got '{text}'")
+    return name, path
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="an ONNX model file (.onnx)")
+    p.add_argument("--input-shape", type=_shape_arg, action="append", default=[], metavar="NAME=D0xD1x..", help="fix the shape of an input with symbolic dimensions (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dsc", description="dsc: a graph compiler for neural networks.", epilog=EPILOG)
+    p.add_argument("--traceback", action="store_true", help="show Python tracebacks of errors (for debugging dsc)")
+    p.add_argument("--version", action="store_true", help="print dsc's version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("compile", help="compile a model (at this stage: to graph-dialect IR)", description="Import a model and lower it; print or write the IR of the requested stage.")
+    _add_model_args(c)
+    c.add_argument("--target", default="host", help="target name (see `dsc targets`; default: host)")
+    c.add_argument("--emit", choices=["graph"], default="graph", help="what to produce: graph = the graph-dialect IR after import")
+    c.add_argument("-o", "--output", help="write the result here instead of printing it")
+    c.add_argument("--elide-constants-larger-than", type=int, metavar="N", default=None, help="print constants of more than N elements as dense_resource<__elided__> (default: never when writing a file, 64 on the terminal)")
+
+    k = sub.add_parser("check", help="list the model's op types and whether dsc supports each")
+    _add_model_args(k)
+
+    r = sub.add_parser("run", help="run a model and print or save its outputs")
+    _add_model_args(r)
+    r.add_argument("--target", default="reference", help="target to run on (default: reference)")
+    r.add_argument("--input", type=_input_arg, action="append", default=[], metavar="NAME=FILE.npy", help="an input array (repeatable); missing inputs are random (seed 0)")
+    r.add_argument("-o", "--output", help="save the outputs to this .npz file")
+    r.add_argument("--compare", choices=["onnxruntime"], help="also run onnxruntime and report the largest differences")
+    r.add_argument("--rtol", type=float, default=1e-4)
+    r.add_argument("--atol", type=float, default=1e-4)
+
+    sub.add_parser("targets", help="list the targets dsc knows")
+
+    z = sub.add_parser("zoo", help="write a model of dsc's benchmark zoo (built with random weights) as .onnx")
+    z.add_argument("name", help="resnet18, resnet50, mobilenetv2, efficientnet_b0, bert_base or mlp")
+    z.add_argument("-o", "--output", required=True)
+    z.add_argument("--batch", type=int, default=1)
+    z.add_argument("--small", action="store_true", help="the small variant used by the tests")
+    return p
+
+
+def cmd_compile(args) -> int:
+    from dsc.dialects.asm import print_module
+    from dsc.frontends.onnx import import_onnx
+    from dsc.targets import get_target
+
+    get_target(args.target)
+    module = import_onnx(args.model, input_shapes=dict(args.input_shape))
+    elide = args.elide_constants_larger_than
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(print_module(module, elide_larger_than=elide))
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(print_module(module, elide_larger_than=64 if elide is None else elide))
+    return 0
+
+
+def cmd_check(args) -> int:
+    from collections import Counter
+
+    from dsc.frontends.onnx import load_model, supported_ops
+
+    model, _ = load_model(args.model)
+    ok = supported_ops()
+    counts = Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in model.graph.node)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), "?")
+    print(f"{args.model}: {len(model.graph.node)} nodes, {len(counts)} op types, opset {opset}")
+    width = max(len(t) for t in counts)
+    missing = 0
+    for t, n in sorted(counts.items()):
+        good = t in ok
+        missing += not good
+        print(f"  {t:<{width}}  {n:>5}  {'supported' if good else 'NOT SUPPORTED'}")
+    print("all op types are supported" if not missing else f"{missing} op type(s) not supported")
+    return 0 if not missing else 1
+
+
+def cmd_run(args) -> int:
+    import numpy as np
+
+    from dsc.frontends.onnx import import_onnx
+    from dsc.reference import run_module
+    from dsc.reference.evaluator import arg_names, main_func, result_names
+    from dsc.dialects.tensor_types import sig_of
+    from dsc.targets import get_target
+
+    target = get_target(args.target)
+    if not target.reference:
+        raise DscError(f"target '{target.name}' cannot run models yet in this version of dsc", hint="use --target reference")
+    module = import_onnx(args.model, input_shapes=dict(args.input_shape))
+    f = main_func(module)
+    names = arg_names(f)
+    given = dict(args.input)
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise DscError(f"--input names {unknown} are not inputs of the model", hint=f"the inputs are {names}")
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for name, arg in zip(names, f.body.block.args):
+        s = sig_of(arg.type)
+        if name in given:
+            feeds[name] = np.load(given[name])
+        elif s.dtype.kind == "f":
+            feeds[name] = rng.standard_normal(s.shape).astype(s.dtype)
+        elif s.dtype == np.bool_:
+            feeds[name] = np.ones(s.shape, dtype=bool)
+        else:
+            feeds[name] = rng.integers(0, 2, s.shape).astype(s.dtype)
+    t0 = time.perf_counter()
+    outs = run_module(module, feeds)
+    dt = time.perf_counter() - t0
+    onames = result_names(f)
+    for n, o in zip(onames, outs):
+        print(f"{n}: {o.dtype} {list(o.shape)}  mean {float(np.mean(o)):.6g}  std {float(np.std(o)):.6g}")
+    print(f"ran on {target.name} in {dt * 1000:.1f} ms")
+    if args.output:
+        np.savez(args.output, **dict(zip(onames, outs)))
+    if args.compare:
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+        ref = sess.run(None, feeds)
+        bad = 0
+        for n, o, r in zip(onames, outs, ref):
+            err = float(np.max(np.abs(o.astype(np.float64) - r))) if o.size else 0.0
+            ok = np.allclose(o, r, rtol=args.rtol, atol=args.atol)
+            bad += not ok
+            print(f"{n}: max |dsc - onnxruntime| = {err:.3g}  {'OK' if ok else 'MISMATCH'} (rtol {args.rtol}, atol {args.atol})")
+        return 1 if bad else 0
+    return 0
+
+
+def cmd_targets(args) -> int:
+    from dsc.targets import TARGETS
+
+    for t in TARGETS.values():
+        print(f"  {t.name:<13} {t.description}")
+    return 0
+
+
+def cmd_zoo(args) -> int:
+    import onnx
+
+    from dsc.tools import zoo
+
+    model = zoo.build(args.name, batch=args.batch, small=args.small)
+    onnx.save(model, args.output)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"compile": cmd_compile, "check": cmd_check, "run": cmd_run, "targets": cmd_targets, "zoo": cmd_zoo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from dsc import __version__
+
+        print(f"dsc {__version__}")
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except DscError as e:
+        if args.traceback:
+            raise
+        print(f"error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
