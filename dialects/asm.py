@@ -22,6 +22,7 @@ from xdsl.printer import Printer
 from xdsl.utils.exceptions import ParseError, VerifyException
 
 from dsc.dialects.graph import ConstantOp, Graph
+from dsc.dialects.kernel import Kernel
 from dsc.dialects.tensor_types import ELIDE_LIMIT, ELIDED, numpy_dtype
 from dsc.runtime.errors import IRError
 
@@ -36,7 +37,7 @@ def register_dialect(dialect) -> None:
 
 def make_context() -> Context:
     ctx = Context()
-    for d in (Builtin, func.Func, Graph, *_EXTRA_DIALECTS):
+    for d in (Builtin, func.Func, Graph, Kernel, *_EXTRA_DIALECTS):
         ctx.load_dialect(d)
     return ctx
 

@@ -16,6 +16,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, SSAValue
 
 from dsc.dialects import graph as g
+from dsc.dialects import kernel as k
 from dsc.dialects.tensor_types import loc_name, sig_of, type_str
 from dsc.runtime.errors import DscError, ShapeError
 
@@ -57,7 +58,7 @@ def evaluate_op(op: Operation, args: Sequence[np.ndarray]) -> list[np.ndarray]:
 def run_block(block: Block, env: dict[SSAValue, np.ndarray]) -> list[np.ndarray]:
     """Evaluate a block's ops in order; returns the terminator's operands."""
     for op in block.ops:
-        if isinstance(op, func.ReturnOp | g.YieldOp):
+        if isinstance(op, func.ReturnOp | g.YieldOp | k.YieldOp):
             return [env[v] for v in op.operands]
         if isinstance(op, g.ConstantOp):
             env[op.result] = op.array
@@ -66,6 +67,10 @@ def run_block(block: Block, env: dict[SSAValue, np.ndarray]) -> list[np.ndarray]
         if isinstance(op, g.IfOp):
             region = op.then_region if bool(np.asarray(args[0]).reshape(-1)[0]) else op.else_region
             outs = run_block(region.block, env)
+        elif isinstance(op, k.FusedOp):
+            outs = run_block(op.body.block, dict(zip(op.body.block.args, args)))
+        elif isinstance(op, k.TransferOp):
+            outs = args
         else:
             try:
                 outs = evaluate_op(op, args)
