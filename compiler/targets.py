@@ -21,6 +21,7 @@ class Target:
     features: str = ""
     sm: str | None = None  # e.g. "sm_87"
     reference: bool = False
+    unified_memory: bool = False  # CPU and GPU share DRAM (Jetson): transfers are cheap
 
     @property
     def has_gpu(self) -> bool:
@@ -41,7 +42,7 @@ TARGETS: dict[str, Target] = {
         Target("aarch64", "any ARMv8-A CPU (NEON)", _ARM, "generic"),
         Target("cortex-a78ae", "ARM Cortex-A78AE (ARMv8.2-A: NEON, dotprod, fp16)", _ARM, "cortex-a78ae"),
         Target("orin-cpu", "Jetson Orin's CPU only (Cortex-A78AE)", _ARM, "cortex-a78ae"),
-        Target("orin", "Jetson Orin: Cortex-A78AE CPU + Ampere sm_87 GPU", _ARM, "cortex-a78ae", sm="sm_87"),
+        Target("orin", "Jetson Orin: Cortex-A78AE CPU + Ampere sm_87 GPU", _ARM, "cortex-a78ae", sm="sm_87", unified_memory=True),
         Target("cuda", "this machine's CPU + an NVIDIA GPU (PTX for sm_80, JIT-able on newer GPUs)", sm="sm_80"),
         *(Target(sm, f"this machine's CPU + an NVIDIA {sm} GPU", sm=sm) for sm in ("sm_80", "sm_86", "sm_87", "sm_89", "sm_90")),
     ]

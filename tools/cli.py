@@ -12,18 +12,9 @@ import sys
 import time
 
 from dsc.runtime.errors import DscError
+from dsc.tools import compile_cmd
 
 EPILOG = "Run `dsc COMMAND --help` for a command's options. Docs: README.md."
-
-
-def _shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
-    name, sep, dims = text.rpartition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=D0xD1x..., got '{text}'")
-    try:
-        return name, tuple(int(d) for d in dims.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"dimensions must be integers separated by 'x', got '{dims}'") from None
 
 
 def _input_arg(text: str) -> tuple[str, str]:
@@ -35,7 +26,7 @@ def _input_arg(text: str) -> tuple[str, str]:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="an ONNX model file (.onnx)")
-    p.add_argument("--input-shape", type=_shape_arg, action="append", default=[], metavar="NAME=D0xD1x..", help="fix the shape of an input with symbolic dimensions (repeatable)")
+    p.add_argument("--input-shape", type=compile_cmd._shape_arg, action="append", default=[], metavar="NAME=D0xD1x..", help="fix the shape of an input with symbolic dimensions (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,12 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="store_true", help="print dsc's version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    c = sub.add_parser("compile", help="compile a model (at this stage: to graph-dialect IR)", description="Import a model and lower it; print or write the IR of the requested stage.")
-    _add_model_args(c)
-    c.add_argument("--target", default="host", help="target name (see `dsc targets`; default: host)")
-    c.add_argument("--emit", choices=["graph"], default="graph", help="what to produce: graph = the graph-dialect IR after import")
-    c.add_argument("-o", "--output", help="write the result here instead of printing it")
-    c.add_argument("--elide-constants-larger-than", type=int, metavar="N", default=None, help="print constants of more than N elements as dense_resource<__elided__> (default: never when writing a file, 64 on the terminal)")
+    c = sub.add_parser("compile", help="compile a model through the phases; print or write the IR", description="Import a model and run the pipeline of the target up to a phase (default: the last available); print or write its IR.")
+    compile_cmd.add_compile_args(c)
+
+    o = sub.add_parser("opt", help="run passes on IR text (like mlir-opt)", description="Parse IR text, run the given passes, print the result.")
+    compile_cmd.add_opt_args(o)
 
     k = sub.add_parser("check", help="list the model's op types and whether dsc supports each")
     _add_model_args(k)
@@ -71,23 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--batch", type=int, default=1)
     z.add_argument("--small", action="store_true", help="the small variant used by the tests")
     return p
-
-
-def cmd_compile(args) -> int:
-    from dsc.dialects.asm import print_module
-    from dsc.frontends.onnx import import_onnx
-    from dsc.targets import get_target
-
-    get_target(args.target)
-    module = import_onnx(args.model, input_shapes=dict(args.input_shape))
-    elide = args.elide_constants_larger_than
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(print_module(module, elide_larger_than=elide))
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(print_module(module, elide_larger_than=64 if elide is None else elide))
-    return 0
 
 
 def cmd_check(args) -> int:
@@ -184,7 +157,7 @@ def cmd_zoo(args) -> int:
     return 0
 
 
-COMMANDS = {"compile": cmd_compile, "check": cmd_check, "run": cmd_run, "targets": cmd_targets, "zoo": cmd_zoo}
+COMMANDS = {"compile": compile_cmd.cmd_compile, "opt": compile_cmd.cmd_opt, "check": cmd_check, "run": cmd_run, "targets": cmd_targets, "zoo": cmd_zoo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,3 +108,8 @@ def _cast(op, x):
 @kernel(g.WhereOp)
 def _where(op, c, x, y):
     return np.where(c, x, y)
+
+from dsc.reference import kernels_data  # noqa: E402,F401
+
+# The nn and reduction kernels register themselves on import.
+from dsc.reference import kernels_nn, kernels_reduce  # noqa: E402, F401

@@ -1,1 +1,204 @@
-"""NumPy kernels of the reference evaluator for conv, pooling and normalization (to be filled)."""
+"""NumPy kernels of the reference evaluator: convolution, pooling, normalization, matmul, softmax.
+
+They run whole networks (ResNet-50 at 224x224, a BERT-base encoder), so they
+avoid Python loops over pixels: convolution is im2col over a strided window
+view plus one batched matmul over the groups; pooling reduces the same window
+view. float16 is computed in float32 and float32 stays float32 (no float64
+accumulation), so results track onnxruntime's at float32 tolerances.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from dsc.dialects import graph as g
+from dsc.reference.evaluator import kernel
+
+
+def _compute_dtype(x: np.ndarray) -> np.dtype:
+    """The dtype to compute in: float16 widens to float32, the rest stay."""
+    return np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
+
+
+def _pad_spatial(x: np.ndarray, begin, end, value) -> np.ndarray:
+    if not any(begin) and not any(end):
+        return x
+    widths = [(0, 0), (0, 0)] + list(zip(begin, end))
+    return np.pad(x, widths, constant_values=value)
+
+
+def _windows(x, out, kernel, strides, dilations) -> np.ndarray:
+    """A view [N, C, *out, *kernel] of the (already padded) x: window taps of every output point."""
+    nsp = len(kernel)
+    eff = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilations))
+    v = sliding_window_view(x, eff, axis=tuple(range(2, 2 + nsp)))
+    index = (slice(None), slice(None))
+    index += tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out, strides))
+    index += tuple(slice(None, None, d) for d in dilations)
+    return v[index]
+
+
+def _padded_for_windows(x, out, kernel, strides, dilations, pads, value) -> np.ndarray:
+    """x padded by `pads`, plus whatever ceil_mode's last windows reach past the end padding."""
+    nsp = len(kernel)
+    begin, end = list(pads[:nsp]), list(pads[nsp:])
+    for i in range(nsp):
+        need = (out[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1
+        end[i] += max(0, need - (x.shape[2 + i] + begin[i] + end[i]))
+    return _pad_spatial(x, begin, end, value)
+
+
+# --------------------------------------------------------------- conv
+
+
+@kernel(g.ConvOp)
+def _conv(op, x, w, bias=None, *, strides, pads, dilations, group):
+    dt = _compute_dtype(x)
+    x, w = x.astype(dt, copy=False), w.astype(dt, copy=False)
+    n, c = x.shape[:2]
+    m, cg = w.shape[:2]
+    kernel = w.shape[2:]
+    out = op.result.type.get_shape()[2:]
+    nsp, p, k = len(kernel), math.prod(out), math.prod(kernel)
+    xp = _padded_for_windows(x, out, kernel, strides, dilations, pads, 0)
+    win = _windows(xp, out, kernel, strides, dilations)  # [N, C, *out, *k]
+    # im2col: [group, N * P, Cg * K] (one copy), times weights [group, Cg * K, M/group].
+    win = win.reshape((n, group, cg) + tuple(out) + tuple(kernel))
+    perm = (1, 0) + tuple(range(3, 3 + nsp)) + (2,) + tuple(range(3 + nsp, 3 + 2 * nsp))
+    cols = win.transpose(perm).reshape(group, n * p, cg * k)
+    wmat = w.reshape(group, m // group, cg * k).transpose(0, 2, 1)
+    y = np.matmul(cols, wmat)  # [group, N * P, M/group]
+    y = y.reshape((group, n) + tuple(out) + (m // group,))
+    y = y.transpose((1, 0, 2 + nsp) + tuple(range(2, 2 + nsp)))  # [N, group, M/group, *out]
+    y = np.ascontiguousarray(y).reshape((n, m) + tuple(out))
+    if bias is not None:
+        y += bias.astype(dt, copy=False).reshape((m,) + (1,) * nsp)
+    return y
+
+
+# ------------------------------------------------------------ pooling
+
+
+def _pool_setup(op, x, kernel_shape, strides, pads, dilations, value):
+    out = op.result.type.get_shape()[2:]
+    xp = _padded_for_windows(x, out, kernel_shape, strides, dilations, pads, value)
+    return out, _windows(xp, out, kernel_shape, strides, dilations)
+
+
+@kernel(g.MaxPoolOp)
+def _max_pool(op, x, *, kernel_shape, strides, pads, dilations, ceil_mode):
+    # Padding must never win the max: pad with the dtype's lowest value.
+    low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    out, win = _pool_setup(op, x, kernel_shape, strides, pads, dilations, low)
+    return win.max(axis=tuple(range(-len(kernel_shape), 0)))
+
+
+@kernel(g.AvgPoolOp)
+def _avg_pool(op, x, *, kernel_shape, strides, pads, dilations, ceil_mode, count_include_pad):
+    dt = _compute_dtype(x)
+    nsp = len(kernel_shape)
+    out, win = _pool_setup(op, x.astype(dt, copy=False), kernel_shape, strides, pads, dilations, 0)
+    taps = tuple(range(-nsp, 0))
+    total = win.sum(axis=taps)
+    # The divisor counts the taps inside the input (count_include_pad=0) or inside
+    # the explicitly padded input (=1); taps that ceil_mode adds past the end padding
+    # never count. Pool a mask of ones the same way to get it per output point.
+    spatial = x.shape[2:]
+    if count_include_pad:
+        mask = np.ones([s + pads[i] + pads[nsp + i] for i, s in enumerate(spatial)], dt)
+        mask_pads = (0,) * 2 * nsp
+    else:
+        mask, mask_pads = np.ones(spatial, dt), pads
+    mask = mask.reshape((1, 1) + mask.shape)
+    mask = _padded_for_windows(mask, out, kernel_shape, strides, dilations, mask_pads, 0)
+    count = _windows(mask, out, kernel_shape, strides, dilations).sum(axis=taps)
+    return total / np.maximum(count, 1)
+
+
+@kernel(g.GlobalAvgPoolOp)
+def _global_avg_pool(op, x):
+    return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=_compute_dtype(x))
+
+
+@kernel(g.GlobalMaxPoolOp)
+def _global_max_pool(op, x):
+    return x.max(axis=tuple(range(2, x.ndim)), keepdims=True)
+
+
+# ------------------------------------------------------ normalization
+
+
+def _per_channel(v: np.ndarray, ndim: int, dt) -> np.ndarray:
+    return v.astype(dt, copy=False).reshape((-1,) + (1,) * (ndim - 2))
+
+
+@kernel(g.BatchNormOp)
+def _batch_norm(op, x, scale, bias, mean, var, *, epsilon):
+    dt = _compute_dtype(x)
+    s = _per_channel(scale, x.ndim, dt) / np.sqrt(_per_channel(var, x.ndim, dt) + dt.type(epsilon))
+    return (x.astype(dt, copy=False) - _per_channel(mean, x.ndim, dt)) * s + _per_channel(bias, x.ndim, dt)
+
+
+@kernel(g.LrnOp)
+def _lrn(op, x, *, size, alpha, beta, bias):
+    # square_sum[c] sums x^2 over channels [c - floor((size-1)/2), c + ceil((size-1)/2)].
+    dt = _compute_dtype(x)
+    x = x.astype(dt, copy=False)
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    sq = np.pad(x * x, [(0, 0), (lo, hi)] + [(0, 0)] * (x.ndim - 2))
+    square_sum = sliding_window_view(sq, size, axis=1).sum(axis=-1)
+    return x / (dt.type(bias) + dt.type(alpha / size) * square_sum) ** dt.type(beta)
+
+
+@kernel(g.LayerNormOp)
+def _layer_norm(op, x, scale, bias=None, *, axis, epsilon):
+    dt = _compute_dtype(x)
+    x = x.astype(dt, copy=False)
+    axes = tuple(range(axis, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    d = x - mean
+    var = (d * d).mean(axis=axes, keepdims=True)
+    y = d / np.sqrt(var + dt.type(epsilon)) * scale.astype(dt, copy=False)
+    return y if bias is None else y + bias.astype(dt, copy=False)
+
+
+# ------------------------------------------------------ gemm / matmul
+
+
+@kernel(g.GemmOp)
+def _gemm(op, a, b, c=None, *, alpha, beta, trans_a, trans_b):
+    dt = _compute_dtype(a)
+    a, b = a.astype(dt, copy=False), b.astype(dt, copy=False)
+    y = np.matmul(a.T if trans_a else a, b.T if trans_b else b)
+    if alpha != 1.0:
+        y = y * dt.type(alpha)
+    if c is not None:
+        c = c.astype(dt, copy=False)
+        y = y + (c if beta == 1.0 else c * dt.type(beta))
+    return y
+
+
+@kernel(g.MatMulOp)
+def _matmul(op, a, b):
+    dt = _compute_dtype(a)
+    return np.matmul(a.astype(dt, copy=False), b.astype(dt, copy=False))
+
+
+# ------------------------------------------------------------ softmax
+
+
+@kernel(g.SoftmaxOp)
+def _softmax(op, x, *, axis):
+    dt = _compute_dtype(x)
+    e = np.exp(x.astype(dt, copy=False) - x.max(axis=axis, keepdims=True).astype(dt, copy=False))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@kernel(g.LogSoftmaxOp)
+def _log_softmax(op, x, *, axis):
+    dt = _compute_dtype(x)
+    d = x.astype(dt, copy=False) - x.max(axis=axis, keepdims=True).astype(dt, copy=False)
+    return d - np.log(np.exp(d).sum(axis=axis, keepdims=True))

@@ -16,6 +16,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from xdsl.ir import SSAValue
 
 from dsc.dialects import graph as g
 from dsc.dialects import graph_shapes as S
@@ -59,12 +60,37 @@ def static_input(b: NodeBuilder, i: int, what: str) -> np.ndarray:
     return arr
 
 
+def keep_scalar(v: SSAValue) -> SSAValue:
+    """Work around dsc.dialects.tensor_types.Blob turning 0-d arrays into 1-d.
+
+    Blob stores np.ascontiguousarray(array), which promotes a 0-d array to
+    shape (1,); the constant then fails to verify against its rank-0 type.
+    Until Blob keeps the shape, put the rank-0 view back on constants we make.
+    """
+    op = v.owner
+    if isinstance(op, g.ConstantOp) and op.blob.array is not None:
+        shape = sig_of(v.type).shape
+        if op.blob.array.shape != shape:
+            op.blob.array = op.blob.array.reshape(shape)  # a view: stays read-only
+    return v
+
+
+def constant(b: NodeBuilder, array, hint: str) -> SSAValue:
+    """b.constant, keeping rank-0 arrays rank 0 (see keep_scalar)."""
+    return keep_scalar(b.constant(np.asarray(array), hint))
+
+
+def emit(b: NodeBuilder, op_cls, operands, result_types=None, **attrs) -> SSAValue:
+    """b.emit, keeping a folded rank-0 result rank 0 (see keep_scalar)."""
+    return keep_scalar(b.emit(op_cls, operands, result_types=result_types, **attrs))
+
+
 def reshape_to(b: NodeBuilder, x, shape: Sequence[int]):
     """graph.reshape of x to `shape`; no op at all when the shape is unchanged."""
     shape = tuple(int(d) for d in shape)
     if tuple(x.type.get_shape()) == shape:
         return x
-    return b.emit(g.ReshapeOp, [x], result_types=[tensor_type(shape, sig_of(x.type).dtype)])
+    return emit(b, g.ReshapeOp, [x], result_types=[tensor_type(shape, sig_of(x.type).dtype)])
 
 
 # ------------------------------------------------------------------ ops
@@ -158,7 +184,7 @@ def transpose(b: NodeBuilder):
     perm = list(range(r))[::-1] if perm is None else norm_axes(b, perm, r, "perm")
     if perm == list(range(r)):
         return b.input(0)
-    return b.emit(g.TransposeOp, [b.input(0)], perm=tuple(perm))
+    return emit(b, g.TransposeOp, [b.input(0)], perm=tuple(perm))
 
 
 @converter("Expand")
@@ -172,7 +198,7 @@ def expand(b: NodeBuilder):
         raise b.error(f"input shape {list(s.shape)} cannot be expanded to {list(spec)}: {e}", cls=ShapeError) from None
     if out == s.shape:
         return x
-    return b.emit(g.BroadcastToOp, [x], result_types=[tensor_type(out, s.dtype)])
+    return emit(b, g.BroadcastToOp, [x], result_types=[tensor_type(out, s.dtype)])
 
 
 @converter("Shape")
@@ -184,9 +210,9 @@ def shape_(b: NodeBuilder):
     end = r if end is None else int(end)
     start = min(max(start + r if start < 0 else start, 0), r)
     end = min(max(end + r if end < 0 else end, 0), r)
-    return b.constant(np.asarray(shape[start:end], dtype=np.int64), f"{b.name}_shape")
+    return constant(b, np.asarray(shape[start:end], dtype=np.int64), f"{b.name}_shape")
 
 
 @converter("Size")
 def size(b: NodeBuilder):
-    return b.constant(np.asarray(math.prod(b.sig(0).shape), dtype=np.int64), f"{b.name}_size")
+    return constant(b, np.asarray(math.prod(b.sig(0).shape), dtype=np.int64), f"{b.name}_size")

@@ -16,7 +16,8 @@ import numpy as np
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import tensor_type
 from dsc.frontends.onnx.importer import NodeBuilder, converter
-from dsc.frontends.onnx.shape import int_list, norm_axes, norm_axis, reshape_to, static_input
+from dsc.frontends.onnx.shape import constant as make_constant
+from dsc.frontends.onnx.shape import emit, int_list, norm_axes, norm_axis, reshape_to, static_input
 from dsc.runtime.errors import ShapeError, UnsupportedOpError
 
 
@@ -29,7 +30,7 @@ def concat(b: NodeBuilder):
     axis = norm_axis(b, b.attr("axis", 1), len(b.sig(0).shape))
     if len(vals) == 1:
         return vals[0]
-    return b.emit(g.ConcatOp, vals, axis=axis)
+    return emit(b, g.ConcatOp, vals, axis=axis)
 
 
 # ---------------------------------------------------------------- slicing
@@ -39,7 +40,7 @@ def _slice_op(b: NodeBuilder, x, shape, starts, ends, steps):
     """graph.slice, or x itself when the slice takes everything in order."""
     if list(starts) == [0] * len(shape) and list(ends) == list(shape) and list(steps) == [1] * len(shape):
         return x
-    return b.emit(g.SliceOp, [x], starts=tuple(starts), ends=tuple(ends), steps=tuple(steps))
+    return emit(b, g.SliceOp, [x], starts=tuple(starts), ends=tuple(ends), steps=tuple(steps))
 
 
 def _split_sizes(b: NodeBuilder, dim: int, n_out: int) -> list[int]:
@@ -133,7 +134,7 @@ def slice_(b: NodeBuilder):
 def gather(b: NodeBuilder):
     # Negative indices stay as they are: graph.gather counts them from the end.
     axis = norm_axis(b, b.attr("axis", 0), len(b.sig(0).shape))
-    return b.emit(g.GatherOp, [b.input(0), b.input(1)], axis=axis)
+    return emit(b, g.GatherOp, [b.input(0), b.input(1)], axis=axis)
 
 
 # ---------------------------------------------------------------- padding
@@ -174,7 +175,7 @@ def pad(b: NodeBuilder):
         raise b.error(f"{len(pads)} pads for rank {r}; Pad needs {2 * r}", cls=ShapeError)
     if not any(pads):
         return x
-    return b.emit(g.PadOp, [x], pads=tuple(pads), mode=mode, value=value)
+    return emit(b, g.PadOp, [x], pads=tuple(pads), mode=mode, value=value)
 
 
 @converter("Tile")
@@ -189,7 +190,7 @@ def tile(b: NodeBuilder):
     # each axis becomes n copies of the whole axis, which is exactly Tile.
     lifted = reshape_to(b, x, [v for d in s.shape for v in (1, d)])
     wide = [v for n, d in zip(reps, s.shape) for v in (n, d)]
-    spread = b.emit(g.BroadcastToOp, [lifted], result_types=[tensor_type(wide, s.dtype)])
+    spread = emit(b, g.BroadcastToOp, [lifted], result_types=[tensor_type(wide, s.dtype)])
     return reshape_to(b, spread, [n * d for n, d in zip(reps, s.shape)])
 
 
@@ -217,7 +218,7 @@ def constant(b: NodeBuilder):
         arr = np.asarray(b.attr(name), dtype=_CONSTANT_ATTRS[name])
     if arr.dtype.kind not in "biuf":
         raise b.error(f"Constant of element type {arr.dtype} is not supported", hint="dsc computes with numeric tensors only", cls=UnsupportedOpError)
-    return b.constant(arr, b.node.output[0] or None)
+    return make_constant(b, arr, b.node.output[0] or f"{b.name}_value")
 
 
 @converter("ConstantOfShape")
@@ -227,7 +228,7 @@ def constant_of_shape(b: NodeBuilder):
         raise b.error(f"negative dim in shape {shape}", cls=ShapeError)
     fill = b.attr("value")
     fill = np.zeros(1, np.float32) if fill is None else np.asarray(fill).reshape(-1)
-    return b.constant(np.full(shape, fill[0], dtype=fill.dtype), f"{b.name}_fill")
+    return make_constant(b, np.full(shape, fill[0], dtype=fill.dtype), f"{b.name}_fill")
 
 
 @converter("Range")
@@ -237,4 +238,4 @@ def range_(b: NodeBuilder):
         raise b.error("delta is 0", cls=ShapeError)
     # As the ONNX reference: arange on Python scalars, then the inputs' type.
     values = np.arange(start.item(), limit.item(), delta.item()).astype(start.dtype)
-    return b.constant(values, f"{b.name}_range")
+    return make_constant(b, values, f"{b.name}_range")
