@@ -14,17 +14,16 @@ import io
 import re
 
 import numpy as np
+from dsc.dialects.graph import ConstantOp, Graph
+from dsc.dialects.kernel import Kernel
+from dsc.dialects.tensor_types import ELIDE_LIMIT, ELIDED, numpy_dtype
+from dsc.runtime.errors import IRError
 from xdsl.context import Context
 from xdsl.dialect_interfaces.op_asm import OpAsmDialectInterface
 from xdsl.dialects import func
 from xdsl.dialects.builtin import Builtin, ModuleOp
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import ParseError, VerifyException
-
-from dsc.dialects.graph import ConstantOp, Graph
-from dsc.dialects.kernel import Kernel
-from dsc.dialects.tensor_types import ELIDE_LIMIT, ELIDED, numpy_dtype
-from dsc.runtime.errors import IRError
 
 _EXTRA_DIALECTS: list = []
 

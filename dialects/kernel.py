@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dsc.dialects.tensor_types import type_str
 from xdsl.dialects.builtin import ArrayAttr, DenseArrayBase, StringAttr, TensorType
 from xdsl.ir import Attribute, Dialect, Operation, Region, SSAValue
 from xdsl.irdl import (
@@ -39,8 +40,6 @@ from xdsl.irdl import (
 )
 from xdsl.traits import IsolatedFromAbove, IsTerminator, Pure
 from xdsl.utils.exceptions import VerifyException
-
-from dsc.dialects.tensor_types import type_str
 
 
 @irdl_op_definition

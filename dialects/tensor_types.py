@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from dsc.runtime.errors import IRError
 from xdsl.dialects.builtin import (
     DenseArrayBase,
     FloatAttr,
@@ -38,8 +38,6 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Data
 from xdsl.irdl import irdl_attr_definition
-
-from dsc.runtime.errors import IRError
 
 _DTYPES: list[tuple[np.dtype, Attribute]] = [
     (np.dtype(np.float32), f32),
