@@ -25,6 +25,7 @@ __all__ = [
     "TargetError",
     "UnsupportedOpError",
     "__version__",
+    "compile",
     "import_onnx",
 ]
 
@@ -34,4 +35,8 @@ def __getattr__(name: str):
         from dsc.frontends.onnx import import_onnx
 
         return import_onnx
+    if name == "compile":
+        from dsc.driver import compile
+
+        return compile
     raise AttributeError(f"module 'dsc' has no attribute {name!r}")

@@ -24,8 +24,8 @@ def _input_arg(text: str) -> tuple[str, str]:
     return name, path
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="an ONNX model file (.onnx)")
+def _add_model_args(p: argparse.ArgumentParser, what: str = "an ONNX model file (.onnx)") -> None:
+    p.add_argument("model", help=what)
     p.add_argument("--input-shape", type=compile_cmd._shape_arg, action="append", default=[], metavar="NAME=D0xD1x..", help="fix the shape of an input with symbolic dimensions (repeatable)")
 
 
@@ -45,13 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(k)
 
     r = sub.add_parser("run", help="run a model and print or save its outputs")
-    _add_model_args(r)
-    r.add_argument("--target", default="reference", help="target to run on (default: reference)")
+    _add_model_args(r, "an ONNX model (.onnx) or a compiled artifact (.dsc)")
+    r.add_argument("--target", default="host", help="target to compile for and run on (default: host; reference = NumPy)")
     r.add_argument("--input", type=_input_arg, action="append", default=[], metavar="NAME=FILE.npy", help="an input array (repeatable); missing inputs are random (seed 0)")
     r.add_argument("-o", "--output", help="save the outputs to this .npz file")
     r.add_argument("--compare", choices=["onnxruntime"], help="also run onnxruntime and report the largest differences")
     r.add_argument("--rtol", type=float, default=1e-4)
     r.add_argument("--atol", type=float, default=1e-4)
+
+    i = sub.add_parser("inspect", help="print an artifact's manifest readably")
+    i.add_argument("artifact", help="a compiled artifact (.dsc)")
+    i.add_argument("-v", "--verbose", action="store_true", help="also list the execution plan's steps")
 
     sub.add_parser("targets", help="list the targets dsc knows")
 
@@ -83,51 +87,83 @@ def cmd_check(args) -> int:
     return 0 if not missing else 1
 
 
-def cmd_run(args) -> int:
+def _random_feeds(specs, given: dict[str, str]):
+    """Inputs for `dsc run`: from .npy files where given, else random (seed 0)."""
     import numpy as np
 
-    from dsc.frontends.onnx import import_onnx
-    from dsc.reference import run_module
-    from dsc.reference.evaluator import arg_names, main_func, result_names
-    from dsc.dialects.tensor_types import sig_of
-    from dsc.targets import get_target
-
-    target = get_target(args.target)
-    if not target.reference:
-        raise DscError(f"target '{target.name}' cannot run models yet in this version of dsc", hint="use --target reference")
-    module = import_onnx(args.model, input_shapes=dict(args.input_shape))
-    f = main_func(module)
-    names = arg_names(f)
-    given = dict(args.input)
+    names = [n for n, _, _ in specs]
     unknown = sorted(set(given) - set(names))
     if unknown:
         raise DscError(f"--input names {unknown} are not inputs of the model", hint=f"the inputs are {names}")
     rng = np.random.default_rng(0)
     feeds = {}
-    for name, arg in zip(names, f.body.block.args):
-        s = sig_of(arg.type)
+    for name, shape, dtype in specs:
         if name in given:
-            feeds[name] = np.load(given[name])
-        elif s.dtype.kind == "f":
-            feeds[name] = rng.standard_normal(s.shape).astype(s.dtype)
-        elif s.dtype == np.bool_:
-            feeds[name] = np.ones(s.shape, dtype=bool)
+            try:
+                feeds[name] = np.load(given[name])
+            except OSError as e:
+                raise DscError(f"--input {name}: cannot read {given[name]}: {e}") from None
+        elif dtype.kind == "f":
+            feeds[name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[name] = np.ones(shape, dtype=bool)
         else:
-            feeds[name] = rng.integers(0, 2, s.shape).astype(s.dtype)
+            feeds[name] = rng.integers(0, 2, shape).astype(dtype)
+    return feeds
+
+
+def cmd_run(args) -> int:
+    import numpy as np
+
+    import dsc.runtime
+    from dsc.targets import get_target
+
+    target = get_target(args.target)
+    is_artifact = args.model.endswith(".dsc")
     t0 = time.perf_counter()
-    outs = run_module(module, feeds)
-    dt = time.perf_counter() - t0
-    onames = result_names(f)
+    if is_artifact or not target.reference:
+        if is_artifact:
+            sess = dsc.runtime.load(args.model)
+            how = f"artifact {args.model} (target {sess.manifest['target']['name']})"
+        else:
+            from dsc.driver import compile as dsc_compile
+
+            sess = dsc.runtime.load(dsc_compile(args.model, target.name, input_shapes=dict(args.input_shape)))
+            how = f"target {target.name}, compiled in {time.perf_counter() - t0:.2f} s"
+        specs = [(a.name, tuple(a.shape), a.dtype) for a in sess.get_inputs()]
+        feeds = _random_feeds(specs, dict(args.input))
+        sess.run(None, feeds)  # warm up
+        t1 = time.perf_counter()
+        outs = sess.run(None, feeds)
+        dt = time.perf_counter() - t1
+        onames = [a.name for a in sess.get_outputs()]
+    else:
+        from dsc.dialects.tensor_types import sig_of
+        from dsc.frontends.onnx import import_onnx
+        from dsc.reference import run_module
+        from dsc.reference.evaluator import arg_names, main_func, result_names
+
+        module = import_onnx(args.model, input_shapes=dict(args.input_shape))
+        f = main_func(module)
+        specs = [(n, sig_of(a.type).shape, sig_of(a.type).dtype) for n, a in zip(arg_names(f), f.body.block.args)]
+        feeds = _random_feeds(specs, dict(args.input))
+        t1 = time.perf_counter()
+        outs = run_module(module, feeds)
+        dt = time.perf_counter() - t1
+        onames = result_names(f)
+        how = "target reference (NumPy)"
     for n, o in zip(onames, outs):
         print(f"{n}: {o.dtype} {list(o.shape)}  mean {float(np.mean(o)):.6g}  std {float(np.std(o)):.6g}")
-    print(f"ran on {target.name} in {dt * 1000:.1f} ms")
+    print(f"ran in {dt * 1000:.2f} ms on {how}")
     if args.output:
         np.savez(args.output, **dict(zip(onames, outs)))
     if args.compare:
+        if is_artifact:
+            raise DscError("--compare needs the ONNX model, not an artifact", hint="dsc run model.onnx --compare onnxruntime")
         import onnxruntime as ort
 
-        sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
-        ref = sess.run(None, feeds)
+        sess_ref = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+        ref = sess_ref.run(None, feeds)
         bad = 0
         for n, o, r in zip(onames, outs, ref):
             err = float(np.max(np.abs(o.astype(np.float64) - r))) if o.size else 0.0
@@ -135,6 +171,31 @@ def cmd_run(args) -> int:
             bad += not ok
             print(f"{n}: max |dsc - onnxruntime| = {err:.3g}  {'OK' if ok else 'MISMATCH'} (rtol {args.rtol}, atol {args.atol})")
         return 1 if bad else 0
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from dsc.runtime.artifact import read_artifact
+
+    art = read_artifact(args.artifact)
+    m = art.manifest
+    t = m["target"]
+    print(f"{args.artifact}: dsc artifact v{m['format_version']}, built by dsc {m['dsc_version']}")
+    print(f"  target     {t['name']} ({t['triple']}, cpu {t['cpu']}, needs {', '.join(t['cpu_features']) or 'no special features'})")
+    for kind in ("inputs", "outputs"):
+        for a in m[kind]:
+            print(f"  {kind[:-1]:<10} {a['name']}: {a['dtype']} {a['shape']}")
+    print(f"  arena      {m['arena_bytes'] / 1e6:.2f} MB")
+    print(f"  weights    {m['weights']['bytes'] / 1e6:.2f} MB  sha256 {m['weights']['sha256'][:16]}...")
+    code = ", ".join(f"{k}: {v['member']} ({v['bytes'] / 1e3:.0f} kB)" for k, v in m["code"].items())
+    print(f"  code       {code}")
+    print(f"  source     sha256 {str(m.get('source_model_sha256'))[:16]}...")
+    print(f"  options    {m.get('options')}")
+    steps = m["plan"]["steps"]
+    print(f"  plan       {len(steps)} steps")
+    if args.verbose:
+        for i, s in enumerate(steps):
+            print(f"    {i:4d}  {s}")
     return 0
 
 
@@ -157,7 +218,7 @@ def cmd_zoo(args) -> int:
     return 0
 
 
-COMMANDS = {"compile": compile_cmd.cmd_compile, "opt": compile_cmd.cmd_opt, "check": cmd_check, "run": cmd_run, "targets": cmd_targets, "zoo": cmd_zoo}
+COMMANDS = {"compile": compile_cmd.cmd_compile, "opt": compile_cmd.cmd_opt, "check": cmd_check, "run": cmd_run, "inspect": cmd_inspect, "targets": cmd_targets, "zoo": cmd_zoo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ def add_compile_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("model", nargs="?", help="an ONNX model (.onnx), or with --compile-from an IR file (.mlir, '-' for stdin)")
     c.add_argument("--input-shape", type=_shape_arg, action="append", default=[], metavar="NAME=D0xD1x..", help="fix the shape of an input with symbolic dimensions (repeatable)")
     c.add_argument("--target", default="host", help="target name (see `dsc targets`; default: host)")
-    c.add_argument("--compile-to", choices=PHASES, metavar="PHASE", help=f"stop after this phase and print or write its IR ({', '.join(PHASES)})")
+    c.add_argument("--compile-to", choices=PHASES, metavar="PHASE", help=f"stop after this phase and print or write its IR ({', '.join(PHASES)}; default: codegen, which writes the .dsc artifact; lowering prints LLVM IR)")
     c.add_argument("--compile-from", choices=PHASES, metavar="PHASE", help="the input is IR text produced after PHASE; resume from there")
     c.add_argument("--emit", choices=["graph"], help="shorthand: --emit graph = --compile-to import")
     c.add_argument("--print-pipeline", action="store_true", help="print the pass pipeline for the target and exit")
@@ -40,7 +40,7 @@ def add_compile_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--place", action="append", default=[], metavar="NODE_OR_OP=DEVICE", help="force a node or op type onto a device (cpu or gpu); repeatable")
     c.add_argument("--explain-fusion", action="store_true", help="print, per ONNX node, its kernel or why it was not fused")
     c.add_argument("--memory-report", action="store_true", help="print the memory plan: arena size, no-reuse sum, lower bound")
-    c.add_argument("-o", "--output", help="write the IR here instead of printing it")
+    c.add_argument("-o", "--output", help="where to write the artifact (default: MODEL.dsc) or, with --compile-to, the IR")
     add_dump_args(c)
 
 
@@ -97,7 +97,8 @@ def _emit(module, args, elide_default: int | None) -> None:
 
 
 def cmd_compile(args) -> int:
-    from dsc.pipeline import CompileOptions, check_phase, parse_passes, pipeline_for, run_pipeline, select
+    from dsc.driver import codegen, source_hash
+    from dsc.pipeline import PASS_PHASES, CompileOptions, check_phase, parse_passes, pipeline_for, run_pipeline, select
     from dsc.targets import get_target
 
     target = get_target(args.target)
@@ -108,35 +109,57 @@ def cmd_compile(args) -> int:
         print(f"  {'import':<16} (ONNX frontend)")
         for phase, spec in stages:
             print(f"  {phase:<16} {spec}")
+        print(f"  {'lowering':<16} kernel IR -> LLVM IR (backends/cpu)")
+        print(f"  {'codegen':<16} LLVM IR -> object code, packed into the .dsc artifact")
         return 0
     if not args.model:
         raise DscError("no model given", hint="dsc compile MODEL.onnx [options]; see dsc compile --help")
-    stop = "import" if args.emit == "graph" else args.compile_to
-    if stop:
-        check_phase(stop)
-    else:
-        stop = "memory-planning"
+    stop = check_phase("import" if args.emit == "graph" else args.compile_to or "codegen")
     if args.compile_from:
         module = _read_ir(args.model)
     else:
         from dsc.frontends.onnx import import_onnx
 
         module = import_onnx(args.model, input_shapes=dict(args.input_shape))
-    chosen = select(stages, args.compile_from, stop)
-    dump = dump_options(args)
+    chosen = select(stages, args.compile_from, stop if stop in PASS_PHASES else "memory-planning")
     passes = parse_passes(",".join(spec for _, spec in chosen)) if chosen else []
-    run_pipeline(module, passes, dump)
+    run_pipeline(module, passes, dump_options(args))
     if args.explain_fusion:
-        from dsc.passes.fusion_utils import explain_fusion, format_explanation
+        from dsc.passes.explain_fusion import explain_fusion, format_explanation
 
         print(format_explanation(explain_fusion(module)), file=sys.stderr)
     if args.memory_report:
         from dsc.passes.plan_memory import format_memory_report, memory_report
 
         print(format_memory_report(memory_report(module)), file=sys.stderr)
-    if args.output or not (args.explain_fusion or args.memory_report or args.timing) or args.compile_to or args.emit:
-        _emit(module, args, elide_default=64)
+    if stop in PASS_PHASES:
+        if args.output or not (args.explain_fusion or args.memory_report or args.timing) or args.compile_to or args.emit:
+            _emit(module, args, elide_default=64)
+        return 0
+    if stop == "lowering":
+        from dsc.backends.cpu.codegen import generate
+        from dsc.backends.cpu.target import cpu_target_for
+
+        text = generate(module, cpu_target_for(target)).llvm_ir
+        if args.output:
+            with open(args.output, "w") as f:
+                f.write(text)
+        else:
+            sys.stdout.write(text)
+        return 0
+    data = codegen(module, target, None if args.compile_from else source_hash(args.model), options)
+    out = args.output or _default_output(args.model)
+    with open(out, "wb") as f:
+        f.write(data)
+    print(f"wrote {out} ({len(data) / 1e6:.1f} MB, target {target.name})", file=sys.stderr)
     return 0
+
+
+def _default_output(model: str) -> str:
+    import os
+
+    base = os.path.splitext(os.path.basename(model))[0] if model != "-" else "model"
+    return base + ".dsc"
 
 
 def cmd_opt(args) -> int:

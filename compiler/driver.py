@@ -1,0 +1,80 @@
+"""The compiler driver: model in, artifact out.
+
+    data = dsc.compile("model.onnx", target="host")          # bytes of a .dsc file
+    dsc.compile("model.onnx", target="x86-64-v3", output="model.dsc")
+
+It runs import, the target's pipeline (see dsc.pipeline) and the backend,
+and packs the result (see dsc/runtime/artifact.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+
+import onnx
+from xdsl.dialects.builtin import ModuleOp
+
+from dsc.pipeline import CompileOptions, DumpOptions, parse_passes, pipeline_for, run_pipeline, select
+from dsc.runtime.errors import DscError, TargetError
+from dsc.targets import Target, get_target
+
+
+def source_hash(model) -> str | None:
+    if isinstance(model, onnx.ModelProto):
+        return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+    if isinstance(model, str | os.PathLike) and os.path.exists(model):
+        with open(model, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    return None
+
+
+def optimize(module: ModuleOp, target: Target, options: CompileOptions = CompileOptions(), dump: DumpOptions | None = None, start_after: str | None = None) -> ModuleOp:
+    """Run the target's pipeline through memory planning on an imported module."""
+    stages = select(pipeline_for(target, options), start_after, "memory-planning")
+    run_pipeline(module, parse_passes(",".join(spec for _, spec in stages)) if stages else [], dump)
+    return module
+
+
+def codegen(module: ModuleOp, target: Target, source: str | None = None, options: CompileOptions = CompileOptions()) -> bytes:
+    """Planned kernel IR -> artifact bytes."""
+    from dsc.artifact_writer import build_artifact
+    from dsc.backends.cpu.codegen import generate
+    from dsc.backends.cpu.target import cpu_target_for
+    from dsc.reference.evaluator import arg_names, main_func, result_names
+
+    if target.reference:
+        raise TargetError("the reference target evaluates with NumPy and produces no artifact", hint="use `dsc run MODEL --target reference`, or compile for host")
+    if target.has_gpu:
+        raise TargetError(f"GPU code generation (target '{target.name}', {target.sm}) is not available in this version of dsc", hint="compile for a CPU target (host, x86-64-v3, aarch64, ...) for now")
+    cpu = cpu_target_for(target)
+    prog = generate(module, cpu)
+    f = main_func(module)
+    opts = {"precision": options.precision, "amp_level": options.amp_level, "place": list(options.place)}
+    return build_artifact(prog, cpu, target.name, arg_names(f), result_names(f), source, opts)
+
+
+def compile(
+    model,
+    target: str = "host",
+    *,
+    output: str | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    options: CompileOptions = CompileOptions(),
+    dump: DumpOptions | None = None,
+) -> bytes:
+    """Compile an ONNX model (path or ModelProto) for a target; returns (and optionally writes) the artifact."""
+    from dsc.frontends.onnx import import_onnx
+
+    tgt = get_target(target)
+    module = import_onnx(model, input_shapes=input_shapes)
+    optimize(module, tgt, options, dump)
+    data = codegen(module, tgt, source_hash(model), options)
+    if output:
+        try:
+            with open(output, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            raise DscError(f"{output}: cannot write the artifact: {e.strerror}") from None
+    return data

@@ -1,0 +1,113 @@
+"""Sessions: run a compiled artifact with onnxruntime's habits.
+
+    sess = dsc.runtime.load("model.dsc")
+    sess.get_inputs()[0].name, .shape, .type
+    outputs = sess.run(None, {"input": x})
+
+Inputs are checked before any native call: names, shapes and dtypes
+(converted when NumPy can cast safely, refused otherwise), made contiguous.
+`run` is safe from several threads at once: each call gets its own arena.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from dsc.runtime.artifact import Artifact, preflight, read_artifact
+from dsc.runtime.errors import ShapeError
+
+_ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "float64": "tensor(double)", "int64": "tensor(int64)", "int32": "tensor(int32)", "int8": "tensor(int8)", "uint8": "tensor(uint8)", "bool": "tensor(bool)"}
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """An input or output: name, shape, type (as onnxruntime's NodeArg) and NumPy dtype."""
+
+    name: str
+    shape: list[int]
+    type: str
+    dtype: np.dtype
+
+
+def _args(specs: list[dict]) -> list[NodeArg]:
+    return [NodeArg(s["name"], list(s["shape"]), _ORT_TYPES.get(s["dtype"], s["dtype"]), np.dtype(s["dtype"])) for s in specs]
+
+
+class Session:
+    def __init__(self, artifact: Artifact, num_threads: int | None = None):
+        from dsc.runtime.native import NativeModule
+
+        preflight(artifact)
+        self.artifact = artifact
+        self.manifest = artifact.manifest
+        self._inputs = _args(self.manifest["inputs"])
+        self._outputs = _args(self.manifest["outputs"])
+        self._weights = np.frombuffer(artifact.weights, dtype=np.uint8) if artifact.weights else np.zeros(64, np.uint8)
+        self._arena_bytes = max(int(self.manifest["arena_bytes"]), 64)
+        self._native = NativeModule(artifact.cpu_object, num_threads)
+        self._sources = self.manifest["plan"]["output_sources"]
+
+    @property
+    def num_threads(self) -> int:
+        return self._native.num_threads
+
+    def get_inputs(self) -> list[NodeArg]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[NodeArg]:
+        return list(self._outputs)
+
+    def _check(self, feeds: Mapping[str, object]) -> list[np.ndarray]:
+        names = [a.name for a in self._inputs]
+        unknown = sorted(set(feeds) - set(names))
+        missing = [n for n in names if n not in feeds]
+        if unknown or missing:
+            raise ShapeError(
+                f"inputs do not match the model: {'missing ' + str(missing) if missing else ''}{'; ' if missing and unknown else ''}{'unknown ' + str(unknown) if unknown else ''}",
+                hint=f"the model takes {', '.join(f'{a.name} {a.shape} {a.dtype}' for a in self._inputs)}",
+            )
+        out = []
+        for a in self._inputs:
+            x = feeds[a.name]
+            x = np.asarray(x)
+            if x.dtype != a.dtype:
+                if not np.can_cast(x.dtype, a.dtype, "safe"):
+                    raise ShapeError(f"input '{a.name}' has dtype {x.dtype}, the model takes {a.dtype}", hint=f"convert it first: x.astype(np.{a.dtype})")
+                x = x.astype(a.dtype)
+            if list(x.shape) != a.shape:
+                raise ShapeError(f"input '{a.name}' has shape {list(x.shape)}, the model takes {a.shape}", hint="recompile with --input-shape for another shape")
+            out.append(np.ascontiguousarray(x))
+        return out
+
+    def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, object]) -> list[np.ndarray]:
+        ins = self._check(input_feed)
+        outs = [np.empty(a.shape, a.dtype) for a in self._outputs]
+        arena = np.empty(self._arena_bytes, np.uint8)
+        self._native.run(ins, outs, self._weights, arena)
+        for j, src in enumerate(self._sources):
+            if src is not None:  # an output that is an input, a weight or another output
+                outs[j][...] = self._buffer(src, ins, outs)
+        if output_names is None:
+            return outs
+        index = {a.name: j for j, a in enumerate(self._outputs)}
+        bad = [n for n in output_names if n not in index]
+        if bad:
+            raise ShapeError(f"unknown output names {bad}", hint=f"the outputs are {list(index)}")
+        return [outs[index[n]] for n in output_names]
+
+    def _buffer(self, src: dict, ins, outs) -> np.ndarray:
+        dt, shape = np.dtype(src["dtype"]), tuple(src["shape"])
+        if src["kind"] == "input":
+            return ins[src["index"]].reshape(shape)
+        if src["kind"] == "output":
+            return outs[src["index"]].reshape(shape)
+        n = int(np.prod(shape)) * dt.itemsize
+        return np.frombuffer(self._weights[src["index"] : src["index"] + n].tobytes(), dt).reshape(shape)
+
+
+def load(path_or_bytes, num_threads: int | None = None) -> Session:
+    """Load a compiled artifact (.dsc path, or its bytes) for inference; num_threads defaults to all cores."""
+    return Session(read_artifact(path_or_bytes), num_threads)
