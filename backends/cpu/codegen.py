@@ -233,8 +233,12 @@ class Codegen:
         fn_args = [llvm_type(a.dtype).as_pointer() for a in args] + [I64, I64]
         fn = ir.Function(self.llmod, ir.FunctionType(VOID, fn_args), name)
         fn.linkage = "internal"
-        for a in fn.args[: len(args)]:
-            a.add_attribute("noalias")
+        # noalias lets LLVM vectorize freely; an in-place step (plan-memory reused an input's
+        # buffer for the output) must not claim it for the two aliasing pointers
+        where = [(a.kind, a.index) for a in args]
+        for a, w in zip(fn.args[: len(args)], where):
+            if where.count(w) == 1:
+                a.add_attribute("noalias")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         kb = KernelBuilder(b, self.llmod)
         emit(kb, list(fn.args[: len(args)]), fn.args[-2], fn.args[-1], ctx)
