@@ -27,6 +27,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -p no:warnings
 
+bench: $(STAMP)
+	$(BIN)/python -m dsc.tools.bench --batch 1,8
+
 clean:
 	rm -rf $(VENV) out .pytest_cache
 

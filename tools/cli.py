@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rtol", type=float, default=1e-4)
     r.add_argument("--atol", type=float, default=1e-4)
 
+    bn = sub.add_parser("bench", help="time a model (or the zoo) against onnxruntime, interleaved", add_help=False)
+    bn.add_argument("rest", nargs=argparse.REMAINDER)
+
     i = sub.add_parser("inspect", help="print an artifact's manifest readably")
     i.add_argument("artifact", help="a compiled artifact (.dsc)")
     i.add_argument("-v", "--verbose", action="store_true", help="also list the execution plan's steps")
@@ -199,6 +202,12 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from dsc.tools.bench import main as bench_main
+
+    return bench_main(args.rest)
+
+
 def cmd_targets(args) -> int:
     from dsc.targets import TARGETS
 
@@ -218,7 +227,7 @@ def cmd_zoo(args) -> int:
     return 0
 
 
-COMMANDS = {"compile": compile_cmd.cmd_compile, "opt": compile_cmd.cmd_opt, "check": cmd_check, "run": cmd_run, "inspect": cmd_inspect, "targets": cmd_targets, "zoo": cmd_zoo}
+COMMANDS = {"compile": compile_cmd.cmd_compile, "opt": compile_cmd.cmd_opt, "check": cmd_check, "run": cmd_run, "inspect": cmd_inspect, "bench": cmd_bench, "targets": cmd_targets, "zoo": cmd_zoo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,139 @@
+"""Benchmarks: dsc against onnxruntime on the same machine, interleaved in one run.
+
+    python -m dsc.tools.bench                 # the zoo at batch 1 (make bench)
+    python -m dsc.tools.bench --models resnet50,bert_base --batch 1,8
+    dsc bench model.onnx --compare onnxruntime
+
+Each round runs dsc once then onnxruntime once (A B A B ...), with the same
+thread count, so machine noise hits both alike; the table gives medians, the
+ratio dsc/onnxruntime (< 1 is faster) and dsc's GFLOP/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+ZOO_ORDER = ["mlp", "resnet18", "resnet50", "mobilenetv2", "efficientnet_b0", "bert_base"]
+
+
+def model_flops(model) -> float:
+    """Multiply-adds x 2 of Conv, Gemm and MatMul nodes (from onnx shape inference)."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    m = shape_inference.infer_shapes(model)
+    shapes = {}
+    for vi in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output):
+        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        shapes[vi.name] = dims
+    for t in m.graph.initializer:
+        shapes[t.name] = list(t.dims)
+    del numpy_helper, onnx
+    total = 0.0
+    for n in m.graph.node:
+        out = shapes.get(n.output[0])
+        if not out:
+            continue
+        if n.op_type == "Conv":
+            w = shapes.get(n.input[1])
+            if w:
+                total += 2 * np.prod(out) * np.prod(w[1:])
+        elif n.op_type in ("Gemm", "MatMul"):
+            a = shapes.get(n.input[0])
+            if a:
+                k = a[-1] if n.op_type == "MatMul" or not any(at.name == "transA" and at.i for at in n.attribute) else a[0]
+                total += 2 * np.prod(out) * k
+    return float(total)
+
+
+def bench_one(model, name: str, threads: int, rounds: int, warmup: int = 3, compare: bool = True) -> dict:
+    import onnxruntime as ort
+
+    import dsc
+    import dsc.runtime
+    from dsc.tools import zoo
+
+    t0 = time.perf_counter()
+    data = dsc.compile(model)
+    compile_s = time.perf_counter() - t0
+    sess = dsc.runtime.load(data, num_threads=threads)
+    feeds = zoo.example_inputs(model)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    ref = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]) if compare else None
+    ours = sess.run(None, feeds)
+    if ref is not None:
+        want = ref.run(None, feeds)
+        err = max(float(np.max(np.abs(a.astype(np.float64) - b))) for a, b in zip(ours, want))
+    else:
+        err = float("nan")
+    for _ in range(warmup):
+        sess.run(None, feeds)
+        if ref is not None:
+            ref.run(None, feeds)
+    td, to = [], []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        sess.run(None, feeds)
+        td.append(time.perf_counter() - t)
+        if ref is not None:
+            t = time.perf_counter()
+            ref.run(None, feeds)
+            to.append(time.perf_counter() - t)
+    flops = model_flops(model)
+    md = statistics.median(td)
+    mo = statistics.median(to) if to else float("nan")
+    return {"model": name, "dsc_ms": md * 1e3, "ort_ms": mo * 1e3, "ratio": md / mo if to else float("nan"), "gflops": flops / md / 1e9 if flops else float("nan"), "compile_s": compile_s, "max_err": err}
+
+
+def format_table(rows: list[dict], threads: int) -> str:
+    lines = [
+        f"threads {threads}, medians of interleaved runs (dsc, onnxruntime, dsc, ...)",
+        f"{'model':<22} {'dsc ms':>9} {'ort ms':>9} {'dsc/ort':>8} {'GFLOP/s':>8} {'compile s':>10} {'max |err|':>10}",
+    ]
+    for r in rows:
+        lines.append(f"{r['model']:<22} {r['dsc_ms']:>9.3f} {r['ort_ms']:>9.3f} {r['ratio']:>8.2f} {r['gflops']:>8.1f} {r['compile_s']:>10.2f} {r['max_err']:>10.2e}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from dsc.runtime.errors import DscError
+    from dsc.tools import zoo
+
+    p = argparse.ArgumentParser(prog="python -m dsc.tools.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", nargs="?", help="an ONNX model (default: the zoo)")
+    p.add_argument("--models", default=",".join(ZOO_ORDER), help="zoo models, comma-separated")
+    p.add_argument("--batch", default="1", help="batch sizes for zoo models, comma-separated")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--compare", choices=["onnxruntime", "none"], default="onnxruntime")
+    args = p.parse_args(argv)
+    rows = []
+    try:
+        if args.model:
+            import onnx
+
+            rows.append(bench_one(onnx.load(args.model), os.path.basename(args.model), args.threads, args.rounds, compare=args.compare != "none"))
+        else:
+            for b in [int(x) for x in args.batch.split(",")]:
+                for name in args.models.split(","):
+                    model = zoo.build(name, batch=b)
+                    rows.append(bench_one(model, f"{name} b{b}", args.threads, args.rounds, compare=args.compare != "none"))
+                    print(format_table(rows[-1:], args.threads).split("\n")[-1], file=sys.stderr, flush=True)
+    except DscError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(format_table(rows, args.threads))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
