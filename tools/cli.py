@@ -53,8 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rtol", type=float, default=1e-4)
     r.add_argument("--atol", type=float, default=1e-4)
 
-    bn = sub.add_parser("bench", help="time a model (or the zoo) against onnxruntime, interleaved", add_help=False)
-    bn.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("bench", help="time a model (or the zoo) against onnxruntime, interleaved (see dsc bench --help)")
 
     i = sub.add_parser("inspect", help="print an artifact's manifest readably")
     i.add_argument("artifact", help="a compiled artifact (.dsc)")
@@ -202,12 +201,6 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    from dsc.tools.bench import main as bench_main
-
-    return bench_main(args.rest)
-
-
 def cmd_targets(args) -> int:
     from dsc.targets import TARGETS
 
@@ -227,10 +220,15 @@ def cmd_zoo(args) -> int:
     return 0
 
 
-COMMANDS = {"compile": compile_cmd.cmd_compile, "opt": compile_cmd.cmd_opt, "check": cmd_check, "run": cmd_run, "inspect": cmd_inspect, "bench": cmd_bench, "targets": cmd_targets, "zoo": cmd_zoo}
+COMMANDS = {"compile": compile_cmd.cmd_compile, "opt": compile_cmd.cmd_opt, "check": cmd_check, "run": cmd_run, "inspect": cmd_inspect, "targets": cmd_targets, "zoo": cmd_zoo}
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own parser (python -m dsc.tools.bench)
+        from dsc.tools.bench import main as bench_main
+
+        return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
