@@ -1,7 +1,9 @@
-"""An `onnx.backend.base.Backend` over dsc, so onnx's own backend test suite runs on it.
+"""`onnx.backend.base.Backend`s over dsc, so onnx's own backend test suite runs on it.
 
-`prepare` imports the model into the graph dialect; `run` evaluates it with
-the reference evaluator (the `reference` target). Later targets plug in here.
+`DscBackend` imports the model and evaluates it with the reference evaluator
+(the `reference` target). `DscCompiledBackend` compiles it for the host
+(the whole pipeline, llvmlite code generation, the .dsc artifact) and runs it
+with the runtime, exactly as a user would.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ from onnx.backend.base import Backend, BackendRep
 
 from dsc.frontends.onnx import import_onnx
 from dsc.reference import run_module
+
+
+def _n_inputs(model: onnx.ModelProto) -> int:
+    inits = {t.name for t in model.graph.initializer}
+    return sum(1 for i in model.graph.input if i.name not in inits)
 
 
 class DscBackendRep(BackendRep):
@@ -29,6 +36,18 @@ class DscBackendRep(BackendRep):
         return tuple(run_module(self.module, list(inputs)[: self.n_inputs]))
 
 
+class DscCompiledRep(BackendRep):
+    def __init__(self, session):
+        self.session = session
+        self.names = [a.name for a in session.get_inputs()]
+
+    def run(self, inputs, **kwargs) -> tuple[np.ndarray, ...]:
+        if isinstance(inputs, np.ndarray):
+            inputs = [inputs]
+        feeds = dict(inputs) if isinstance(inputs, dict) else dict(zip(self.names, inputs))
+        return tuple(self.session.run(None, feeds))
+
+
 class DscBackend(Backend):
     @classmethod
     def is_compatible(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> bool:
@@ -39,16 +58,23 @@ class DscBackend(Backend):
         return device == "CPU"
 
     @classmethod
-    def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> DscBackendRep:
+    def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> BackendRep:
         super().prepare(model, device, **kwargs)
-        module = import_onnx(model)
-        inits = {t.name for t in model.graph.initializer}
-        n = sum(1 for i in model.graph.input if i.name not in inits)
-        return DscBackendRep(module, n)
+        return DscBackendRep(import_onnx(model), _n_inputs(model))
 
     @classmethod
     def run_model(cls, model: onnx.ModelProto, inputs: Sequence[np.ndarray], device: str = "CPU", **kwargs):
         return cls.prepare(model, device, **kwargs).run(inputs)
+
+
+class DscCompiledBackend(DscBackend):
+    @classmethod
+    def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> BackendRep:
+        import dsc.runtime
+        from dsc.driver import compile as dsc_compile
+
+        Backend.prepare(model, device, **kwargs)
+        return DscCompiledRep(dsc.runtime.load(dsc_compile(model, "host"), num_threads=2))
 
 
 prepare = DscBackend.prepare

@@ -40,11 +40,14 @@ ALIGN = 64
 
 _LLVM_TYPES = {
     np.dtype(np.float32): ir.FloatType(),
-    np.dtype(np.float16): ir.HalfType(),
     np.dtype(np.float64): ir.DoubleType(),
     np.dtype(np.int64): ir.IntType(64),
     np.dtype(np.int32): ir.IntType(32),
+    np.dtype(np.int16): ir.IntType(16),
     np.dtype(np.int8): ir.IntType(8),
+    np.dtype(np.uint64): ir.IntType(64),
+    np.dtype(np.uint32): ir.IntType(32),
+    np.dtype(np.uint16): ir.IntType(16),
     np.dtype(np.uint8): ir.IntType(8),
     np.dtype(np.bool_): ir.IntType(8),  # bool tensors are bytes in memory
 }
@@ -53,7 +56,8 @@ _LLVM_TYPES = {
 def llvm_type(dtype) -> ir.Type:
     dt = np.dtype(dtype)
     if dt not in _LLVM_TYPES:
-        raise DscError(f"the CPU backend has no code for {dt} tensors")
+        # float16 would need compiler-rt conversion routines that MCJIT cannot resolve
+        raise DscError(f"the CPU backend has no code for {dt} tensors", hint="compile in float32 (--precision fp32) for CPU targets")
     return _LLVM_TYPES[dt]
 
 

@@ -52,11 +52,14 @@ def compute(kb: KernelBuilder, op, args):
     x = args[0]
     a = op.py_attrs() if isinstance(op, g.GraphOp) else {}
     fl = _is_float(x.type)
+    # unsigned integer tensors compare, divide and clamp without sign
+    uns = bool(op.operands) and sig_of(op.operands[-1].type).dtype.kind == "u"
+    icmp = b.icmp_unsigned if uns else b.icmp_signed
     match op:
         case g.BroadcastToOp():
             return x
         case g.ReluOp():
-            return kb.fmax(x, _const(x, 0)) if fl else b.select(b.icmp_signed(">", x, _const(x, 0)), x, _const(x, 0))
+            return kb.fmax(x, _const(x, 0)) if fl else b.select(icmp(">", x, _const(x, 0)), x, _const(x, 0))
         case g.SigmoidOp():
             return vmath.sigmoid(kb, x)
         case g.TanhOp():
@@ -72,7 +75,7 @@ def compute(kb: KernelBuilder, op, args):
         case g.NegOp():
             return b.fneg(x) if fl else b.neg(x)
         case g.AbsOp():
-            return kb.fabs(x) if fl else b.select(b.icmp_signed("<", x, _const(x, 0)), b.neg(x), x)
+            return kb.fabs(x) if fl else b.select(icmp("<", x, _const(x, 0)), b.neg(x), x)
         case g.ReciprocalOp():
             return b.fdiv(_const(x, 1), x)
         case g.FloorOp():
@@ -93,8 +96,8 @@ def compute(kb: KernelBuilder, op, args):
             if fl:
                 y = x if a.get("min") is None else kb.fmax(x, _const(x, a["min"]))
                 return y if a.get("max") is None else kb.fmin(y, _const(x, a["max"]))
-            y = x if a.get("min") is None else b.select(b.icmp_signed("<", x, _const(x, a["min"])), _const(x, a["min"]), x)
-            return y if a.get("max") is None else b.select(b.icmp_signed(">", y, _const(x, a["max"])), _const(x, a["max"]), y)
+            y = x if a.get("min") is None else b.select(icmp("<", x, _const(x, a["min"])), _const(x, a["min"]), x)
+            return y if a.get("max") is None else b.select(icmp(">", y, _const(x, a["max"])), _const(x, a["max"]), y)
         case g.GeluOp():
             if a["approximate"] == "tanh":
                 inner = b.fmul(_const(x, 0.7978845608028654), kb.fma(b.fmul(_const(x, 0.044715), b.fmul(x, x)), x, x))
@@ -113,13 +116,13 @@ def compute(kb: KernelBuilder, op, args):
         case g.MulOp():
             return b.fmul(x, y) if fl else b.mul(x, y)
         case g.DivOp():
-            return b.fdiv(x, y) if fl else b.sdiv(x, y)
+            return b.fdiv(x, y) if fl else (b.udiv(x, y) if uns else b.sdiv(x, y))
         case g.PowOp():
             return vmath.pow_(kb, x, y)
         case g.MaxOp():
-            return kb.fmax(x, y) if fl else b.select(b.icmp_signed(">", x, y), x, y)
+            return kb.fmax(x, y) if fl else b.select(icmp(">", x, y), x, y)
         case g.MinOp():
-            return kb.fmin(x, y) if fl else b.select(b.icmp_signed("<", x, y), x, y)
+            return kb.fmin(x, y) if fl else b.select(icmp("<", x, y), x, y)
         case g.AndOp():
             return b.and_(x, y)
         case g.OrOp():
@@ -128,7 +131,7 @@ def compute(kb: KernelBuilder, op, args):
             return b.xor(x, y)
     if type(op) in _FCMP:
         pred = _FCMP[type(op)]
-        return b.fcmp_ordered(pred, x, y) if fl else b.icmp_signed(pred, x, y)
+        return b.fcmp_ordered(pred, x, y) if fl else icmp(pred, x, y)
     raise NotImplementedError(op.name)
 
 
