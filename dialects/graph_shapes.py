@@ -153,8 +153,10 @@ def slice_(x: Sig, a: dict) -> Sig:
     shape = []
     for d, st, en, sp in zip(x.shape, a["starts"], a["ends"], a["steps"]):
         check(sp != 0, "slice step 0")
-        check(0 <= st <= d and -1 <= en <= d, f"slice bounds {st}:{en} not normalized for size {d}")
-        shape.append(len(range(st, en, sp)))
+        n = len(range(st, en, sp))
+        # every index the range visits must lie in [0, d)
+        check(n == 0 or (0 <= st < d and 0 <= st + (n - 1) * sp < d), f"slice {st}:{en}:{sp} reaches outside an axis of size {d}")
+        shape.append(n)
     return Sig(tuple(shape), x.dtype)
 
 

@@ -122,7 +122,7 @@ class Blob:
 
     def __init__(self, key: str, array: np.ndarray | None):
         if array is not None:
-            array = np.ascontiguousarray(array)
+            array = np.ascontiguousarray(array).reshape(np.shape(array))  # keeps rank 0
             array.flags.writeable = False
         self.key = key
         self.array = array

@@ -58,25 +58,52 @@ def _padded_for_windows(x, out, kernel, strides, dilations, pads, value) -> np.n
 def _conv(op, x, w, bias=None, *, strides, pads, dilations, group):
     dt = _compute_dtype(x)
     x, w = x.astype(dt, copy=False), w.astype(dt, copy=False)
-    n, c = x.shape[:2]
     m, cg = w.shape[:2]
     kernel = w.shape[2:]
     out = op.result.type.get_shape()[2:]
-    nsp, p, k = len(kernel), math.prod(out), math.prod(kernel)
     xp = _padded_for_windows(x, out, kernel, strides, dilations, pads, 0)
     win = _windows(xp, out, kernel, strides, dilations)  # [N, C, *out, *k]
-    # im2col: [group, N * P, Cg * K] (one copy), times weights [group, Cg * K, M/group].
-    win = win.reshape((n, group, cg) + tuple(out) + tuple(kernel))
-    perm = (1, 0) + tuple(range(3, 3 + nsp)) + (2,) + tuple(range(3 + nsp, 3 + 2 * nsp))
-    cols = win.transpose(perm).reshape(group, n * p, cg * k)
-    wmat = w.reshape(group, m // group, cg * k).transpose(0, 2, 1)
-    y = np.matmul(cols, wmat)  # [group, N * P, M/group]
-    y = y.reshape((group, n) + tuple(out) + (m // group,))
-    y = y.transpose((1, 0, 2 + nsp) + tuple(range(2, 2 + nsp)))  # [N, group, M/group, *out]
-    y = np.ascontiguousarray(y).reshape((n, m) + tuple(out))
+    if cg == 1 and group > 1:
+        y = _depthwise(win, w.reshape((group, m // group) + tuple(kernel)), dt)
+    else:
+        y = _im2col_matmul(win, w, group)
     if bias is not None:
-        y += bias.astype(dt, copy=False).reshape((m,) + (1,) * nsp)
+        y += bias.astype(dt, copy=False).reshape((m,) + (1,) * len(kernel))
     return y
+
+
+def _depthwise(win, w, dt):
+    """Depthwise conv (one input channel per group): a sum over taps, no im2col.
+
+    Thousands of tiny per-group matmuls would be slower than K vectorized
+    multiply-adds over the whole tensor.
+    """
+    n, group = win.shape[:2]
+    mg, kernel = w.shape[1], w.shape[2:]
+    out = win.shape[2 : win.ndim - len(kernel)]
+    y = np.zeros((n, group, mg) + tuple(out), dt)
+    bcast = (1, group, mg) + (1,) * len(out)
+    for tap in np.ndindex(*kernel):
+        y += win[(Ellipsis,) + tap][:, :, None] * w[(slice(None), slice(None)) + tap].reshape(bcast)
+    return y.reshape((n, group * mg) + tuple(out))
+
+
+def _im2col_matmul(win, w, group):
+    """Grouped conv as matmuls: weights [G, M/G, Cg*K] times columns [N, G, Cg*K, P].
+
+    The columns are the window view laid out tap-major, so a 1x1, stride-1 conv
+    needs no copy at all, and the product lands directly in [N, M, P] order.
+    """
+    n = win.shape[0]
+    m, cg = w.shape[:2]
+    kernel = w.shape[2:]
+    nsp = len(kernel)
+    out = win.shape[2 : 2 + nsp]
+    win = win.reshape((n, group, cg) + tuple(out) + tuple(kernel))
+    perm = (0, 1, 2) + tuple(range(3 + nsp, 3 + 2 * nsp)) + tuple(range(3, 3 + nsp))
+    cols = win.transpose(perm).reshape(n, group, cg * math.prod(kernel), math.prod(out))
+    y = np.matmul(w.reshape(group, m // group, -1), cols)  # [N, G, M/G, P]
+    return y.reshape((n, m) + tuple(out))
 
 
 # ------------------------------------------------------------ pooling
@@ -88,12 +115,25 @@ def _pool_setup(op, x, kernel_shape, strides, pads, dilations, value):
     return out, _windows(xp, out, kernel_shape, strides, dilations)
 
 
+def _reduce_taps(win: np.ndarray, nsp: int, ufunc) -> np.ndarray:
+    """Fold the trailing `nsp` window axes with a binary ufunc, one tap at a time.
+
+    A loop over the few taps of a window, each a whole-tensor operation, is an
+    order of magnitude faster than NumPy reducing over the strided tap axes.
+    """
+    acc = None
+    for tap in np.ndindex(*win.shape[win.ndim - nsp :]):
+        v = win[(Ellipsis,) + tap]
+        acc = v.copy() if acc is None else ufunc(acc, v, out=acc)
+    return acc
+
+
 @kernel(g.MaxPoolOp)
 def _max_pool(op, x, *, kernel_shape, strides, pads, dilations, ceil_mode):
     # Padding must never win the max: pad with the dtype's lowest value.
     low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
     out, win = _pool_setup(op, x, kernel_shape, strides, pads, dilations, low)
-    return win.max(axis=tuple(range(-len(kernel_shape), 0)))
+    return _reduce_taps(win, len(kernel_shape), np.maximum)
 
 
 @kernel(g.AvgPoolOp)
@@ -101,8 +141,7 @@ def _avg_pool(op, x, *, kernel_shape, strides, pads, dilations, ceil_mode, count
     dt = _compute_dtype(x)
     nsp = len(kernel_shape)
     out, win = _pool_setup(op, x.astype(dt, copy=False), kernel_shape, strides, pads, dilations, 0)
-    taps = tuple(range(-nsp, 0))
-    total = win.sum(axis=taps)
+    total = _reduce_taps(win, nsp, np.add)
     # The divisor counts the taps inside the input (count_include_pad=0) or inside
     # the explicitly padded input (=1); taps that ceil_mode adds past the end padding
     # never count. Pool a mask of ones the same way to get it per output point.
@@ -114,7 +153,7 @@ def _avg_pool(op, x, *, kernel_shape, strides, pads, dilations, ceil_mode, count
         mask, mask_pads = np.ones(spatial, dt), pads
     mask = mask.reshape((1, 1) + mask.shape)
     mask = _padded_for_windows(mask, out, kernel_shape, strides, dilations, mask_pads, 0)
-    count = _windows(mask, out, kernel_shape, strides, dilations).sum(axis=taps)
+    count = _reduce_taps(_windows(mask, out, kernel_shape, strides, dilations), nsp, np.add)
     return total / np.maximum(count, 1)
 
 

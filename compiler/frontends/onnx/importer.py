@@ -240,11 +240,11 @@ class Importer:
                 raise ShapeError(f"{self.source}: input '{vi.name}' has no declared shape", hint=f"pass --input-shape {vi.name}=D0xD1x...")
             shape = []
             for ax, d in enumerate(tt.shape.dim):
-                if not d.HasField("dim_value") or d.dim_value <= 0:
+                if not d.HasField("dim_value") or d.dim_value < 0:
                     sym = d.dim_param or "?"
                     raise ShapeError(
                         f"{self.source}: input '{vi.name}' has a symbolic dimension '{sym}' at axis {ax}; dsc compiles static shapes",
-                        hint=f"pass --input-shape {vi.name}=" + "x".join(str(x.dim_value) if x.dim_value > 0 else "N" for x in tt.shape.dim),
+                        hint=f"pass --input-shape {vi.name}=" + "x".join(str(x.dim_value) if x.HasField("dim_value") else "N" for x in tt.shape.dim),
                     )
                 shape.append(d.dim_value)
         return tensor_type(shape, dtype)

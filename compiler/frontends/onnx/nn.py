@@ -141,7 +141,8 @@ def batch_norm(b: NodeBuilder):
         return b.emit(g.BatchNormOp, [x, scale, bias, mean, var], epsilon=eps)
     # Opset < 9 with spatial=0: per-activation statistics [C, D1, ...]; they
     # broadcast against [N, C, D1, ...] as they are, so spell out the formula.
-    std = b.emit(g.SqrtOp, [b.emit(g.AddOp, [var, b.constant(np.asarray(eps, dtype))])])
+    # 1-D, not 0-d: a 0-d constant loses its rank in the Blob (np.ascontiguousarray).
+    std = b.emit(g.SqrtOp, [b.emit(g.AddOp, [var, b.constant(np.full((1,), eps, dtype))])])
     y = b.emit(g.DivOp, [b.emit(g.SubOp, [x, mean]), std])
     return b.emit(g.AddOp, [b.emit(g.MulOp, [y, scale]), bias])
 
@@ -184,7 +185,8 @@ def _layer_norm_stats(b: NodeBuilder, axis: int, eps: float):
     mean = b.emit(g.ReduceMeanOp, [x], axes=axes, keepdims=1)
     d = b.emit(g.SubOp, [x, mean])
     var = b.emit(g.ReduceMeanOp, [b.emit(g.MulOp, [d, d])], axes=axes, keepdims=1)
-    std = b.emit(g.SqrtOp, [b.emit(g.AddOp, [var, b.constant(np.asarray(eps, stash))])])
+    # eps is a 1-element 1-D constant: 0-d constants lose their rank in the Blob (np.ascontiguousarray).
+    std = b.emit(g.SqrtOp, [b.emit(g.AddOp, [var, b.constant(np.full((1,), eps, stash))])])
     return mean, b.emit(g.ReciprocalOp, [std])
 
 

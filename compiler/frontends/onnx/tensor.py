@@ -16,8 +16,7 @@ import numpy as np
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import tensor_type
 from dsc.frontends.onnx.importer import NodeBuilder, converter
-from dsc.frontends.onnx.shape import constant as make_constant
-from dsc.frontends.onnx.shape import emit, int_list, norm_axes, norm_axis, reshape_to, static_input
+from dsc.frontends.onnx.shape import constant as make_constant, emit, int_list, norm_axes, norm_axis, reshape_to, static_input
 from dsc.runtime.errors import ShapeError, UnsupportedOpError
 
 
