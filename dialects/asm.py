@@ -11,6 +11,7 @@ elements as `dense_resource<__elided__>` (readable, but not runnable).
 from __future__ import annotations
 
 import io
+import threading
 import re
 
 import numpy as np
@@ -18,6 +19,8 @@ from dsc.dialects.graph import ConstantOp, Graph
 from dsc.dialects.kernel import Kernel
 from dsc.dialects.tensor_types import ELIDE_LIMIT, ELIDED, numpy_dtype
 from dsc.runtime.errors import IRError
+
+_PARSE_LOCK = threading.Lock()
 from xdsl.context import Context
 from xdsl.dialect_interfaces.op_asm import OpAsmDialectInterface
 from xdsl.dialects import func
@@ -75,14 +78,21 @@ def parse_module(text: str, source: str = "<input>", ctx: Context | None = None)
     from xdsl.parser import Parser
 
     ctx = ctx or make_context()
-    try:
-        module = Parser(ctx, text, source).parse_module()
-    except ParseError as e:
-        raise IRError(f"{source}: the IR does not parse:\n{e}", hint="check the op syntax against `dsc compile --emit graph` output") from None
     resources = ctx.get_optional_dialect("builtin").get_interface(OpAsmDialectInterface)
+    with _PARSE_LOCK:
+        # xDSL keeps resource blobs on the (process-wide) Builtin dialect: start each parse empty
+        if resources is not None:
+            resources._blob_storage.clear()
+        try:
+            module = Parser(ctx, text, source).parse_module()
+        except ParseError as e:
+            raise IRError(f"{source}: the IR does not parse:\n{e}", hint="check the op syntax against `dsc compile --emit graph` output") from None
+        blobs = dict(resources._blob_storage) if resources is not None else {}
+        if resources is not None:
+            resources._blob_storage.clear()
     for op in module.walk():
         if isinstance(op, ConstantOp) and op.blob.array is None and op.blob.key != ELIDED:
-            hexdata = resources.lookup(op.blob.key) if resources else None
+            hexdata = blobs.get(op.blob.key)
             if hexdata:
                 raw = bytes.fromhex(hexdata[2:])[4:]
                 t = op.result.type
