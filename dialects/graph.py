@@ -77,7 +77,7 @@ from xdsl.irdl import (
     var_operand_def,
     var_result_def,
 )
-from xdsl.traits import IsTerminator, Pure
+from xdsl.traits import IsTerminator, Pure, RecursiveMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
 # ----------------------------------------------------------- elementwise
@@ -329,6 +329,7 @@ class IfOp(IRDLOperation):
     output = var_result_def(TensorType)
     then_region = region_def("single_block")
     else_region = region_def("single_block")
+    traits = traits_def(RecursiveMemoryEffect())  # as pure as its branches
 
     def __init__(self, cond: SSAValue, result_types: Sequence[Attribute], then_region: Region, else_region: Region):
         super().__init__(operands=[cond], result_types=[list(result_types)], regions=[then_region, else_region])
