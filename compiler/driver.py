@@ -55,6 +55,20 @@ def codegen(module: ModuleOp, target: Target, source: str | None = None, options
     return build_artifact(prog, cpu, target.name, arg_names(f), result_names(f), source, opts)
 
 
+def compile_module(
+    module: ModuleOp,
+    target: str = "host",
+    *,
+    options: CompileOptions = CompileOptions(),
+    dump: DumpOptions | None = None,
+    source: str | None = None,
+) -> bytes:
+    """Compile a graph-dialect module (from any frontend) to artifact bytes."""
+    tgt = get_target(target)
+    optimize(module, tgt, options, dump)
+    return codegen(module, tgt, source, options)
+
+
 def compile(
     model,
     target: str = "host",
@@ -67,10 +81,9 @@ def compile(
     """Compile an ONNX model (path or ModelProto) for a target; returns (and optionally writes) the artifact."""
     from dsc.frontends.onnx import import_onnx
 
-    tgt = get_target(target)
+    get_target(target)  # an unknown target fails before the import work
     module = import_onnx(model, input_shapes=input_shapes)
-    optimize(module, tgt, options, dump)
-    data = codegen(module, tgt, source_hash(model), options)
+    data = compile_module(module, target, options=options, dump=dump, source=source_hash(model))
     if output:
         try:
             with open(output, "wb") as f:
