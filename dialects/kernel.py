@@ -14,7 +14,8 @@ arguments are its inputs, `kernel.yield` gives its results.
       kernel.yield %1 : tensor<1x64x112x112xf32>
     }
 
-`device` is "" until place-devices assigns "cpu" or "cuda:0". plan-memory
+`device` is "cpu" when fusion creates a kernel; on GPU targets place-devices
+moves kernels to "cuda:0" and inserts transfers. plan-memory
 adds `offsets` (byte offset of each result in its device's arena; -1 for a
 result that is a graph output and lives in its own buffer).
 """

@@ -127,7 +127,13 @@ def cmd_compile(args) -> int:
     if args.explain_fusion:
         from dsc.passes.explain_fusion import explain_fusion, format_explanation
 
-        print(format_explanation(explain_fusion(module)), file=sys.stderr)
+        nodes = None
+        if not args.compile_from:
+            from dsc.frontends.onnx import load_model
+
+            model, _ = load_model(args.model)
+            nodes = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)]
+        print(format_explanation(explain_fusion(module, nodes)), file=sys.stderr)
     if args.memory_report:
         from dsc.passes.plan_memory import format_memory_report, memory_report
 

@@ -6,10 +6,15 @@ dialects/kernel.py). Output: a `NativeProgram` — object code exposing
     void dsc_run(i8** inputs, i8** outputs, i8* weights, i8* arena,
                  i64 tid, i64 nthreads, i64* barrier)
 
-which every runtime thread calls once per inference. `dsc_run` is a list of
-steps: each step is a function `void sN(T* operands..., T* results...,
-i64 tid, i64 nthreads)` that does its share of the work, followed by a
-barrier. A kernel becomes one step when a fused emitter matches it (its
+which every runtime thread calls once per inference, and
+
+    void dsc_run_single(i8** inputs, i8** outputs, i8* weights, i8* arena)
+
+= dsc_run on one thread (tid 0, nthreads 1, its own barrier): the entry C
+and C++ programs call to embed a model without Python (see the README).
+`dsc_run` is a list of steps: each step is a function `void sN(T*
+operands..., T* results..., i64 tid, i64 nthreads)` that does its share of
+the work, followed by a barrier. A kernel becomes one step when a fused emitter matches it (its
 intermediates stay in registers), else one step per op with intermediates
 in a scratch area after the planned arena.
 
@@ -327,6 +332,13 @@ class Codegen:
             if n + 1 < len(self.steps):
                 b.call(barrier, [bar, nthreads])
         b.ret_void()
+        # the C-friendly entry for embedding without the Python runtime: one thread, own barrier
+        single = ir.Function(self.llmod, ir.FunctionType(VOID, [i8pp, i8pp, I8P, I8P]), "dsc_run_single")
+        sb = ir.IRBuilder(single.append_basic_block("entry"))
+        state = sb.alloca(ir.ArrayType(I64, 8), name="barrier")
+        sb.store(ir.Constant(ir.ArrayType(I64, 8), [0] * 8), state)
+        sb.call(fn, [*single.args, const_i64(0), const_i64(1), sb.gep(state, [const_i64(0), ir.Constant(ir.IntType(32), 0)], inbounds=True)])
+        sb.ret_void()
 
     def run(self) -> NativeProgram:
         inputs, outputs, sources = self._assign_buffers()

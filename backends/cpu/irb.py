@@ -186,7 +186,7 @@ def mangle(t) -> str:
 
 def _elem_bytes(t) -> int:
     """Alignment to promise for a vector access: the element's size (numpy guarantees no more)."""
-    return {F32: 4, F16: 2, F64: 8, I64: 8, I32: 4, I8: 1, I1: 1}.get(t, 4)
+    return {F32: 4, F16: 2, F64: 8, I64: 8, I32: 4, ir.IntType(16): 2, I8: 1, I1: 1}.get(t, 4)
 
 
 def declare_function(module: ir.Module, name: str, ret, args) -> ir.Function:
@@ -224,6 +224,9 @@ def emit_barrier(module: ir.Module, arch: str) -> ir.Function:
     b.position_at_end(wait)
     if arch.startswith("x86"):
         b.call(module.declare_intrinsic("llvm.x86.sse2.pause", (), ir.FunctionType(VOID, [])), [])
+    elif arch.startswith(("aarch64", "arm64")):
+        # the AArch64 `yield` hint (HINT #1): tells an SMT core / the hypervisor that this is a spin loop
+        b.call(module.declare_intrinsic("llvm.aarch64.hint", (), ir.FunctionType(VOID, [I32])), [ir.Constant(I32, 1)])
     now = b.load_atomic(gen_p, "seq_cst", 8)
     b.cbranch(b.icmp_signed("==", now, gen), wait, done)
     b.position_at_end(done)

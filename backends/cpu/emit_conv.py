@@ -1,0 +1,554 @@
+"""Convolution for the CPU backend: graph.conv alone and fused conv kernels (bias, folded batch
+norm, residual add, activation applied in registers before the one store).
+
+Tensors are NCHW (1-D convs are NCW, treated as H = 1). Two algorithms:
+
+* GEMM-like (every conv but depthwise): per image and group, the output
+  [M/G, OH*OW] is a matrix product of the weights [M/G, K] (K = C/G*kh*kw,
+  repacked at compile time to [G][M/R][K][R]: the R rows of one k adjacent
+  for broadcasts) and the implicit im2col matrix [K, OH*OW], run by the
+  register-blocked micro-kernel of emit_gemm (R output channels x V vectors
+  of W output pixels, pixels flattened over rows so small images waste no
+  lanes). How the im2col columns are read:
+    - "direct": 1x1, stride 1, no padding: the input rows themselves;
+    - "taps":   stride 1 and OW == W (same padding): a tap (kh, kw) of a
+                pixel vector is the input at a constant offset; lanes that
+                fall in the padding are masked off (masked loads, so no
+                padded copy of the input);
+    - "packed": anything else (strides, dilations, valid padding): a block
+                of im2col columns is gathered once per pixel block into a
+                per-thread stack buffer [K-block][V*W] (zeros for padding)
+                and reused by every output-channel block; K is blocked so
+                the buffer stays in L2, partial sums go through the output.
+  Threads split (image, group, pixel block, channel block) tiles.
+* depthwise (group == C, one input channel per output channel): per output
+  row, vectors along OW; each tap is a (masked) load of the input row (two
+  loads and an even-lane shuffle for stride 2, a gather otherwise) times a
+  splat weight. Masks of border vectors are compile-time constants; rows in
+  the vertical padding mask whole taps off. Threads split the output rows.
+
+The epilogue (emit_gemm.Epilogue) sees the output as [N (batch), M (rows),
+OH*OW (columns)]: per-channel operands are per-row splats, residuals are
+vector loads at the same place as the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from dsc.backends.cpu.codegen import fused_emitter, op_emitter
+from dsc.backends.cpu.emit_gemm import (
+    Epilogue,
+    Layout,
+    add,
+    branch_variants,
+    c64,
+    carried_loop,
+    choose_tile,
+    const_mask,
+    content_hash,
+    entry_alloca,
+    epilogue_arg_shapes,
+    gather_v,
+    gep,
+    iota,
+    kernel_sources,
+    lanes_of,
+    load_v,
+    prefetch,
+    mul,
+    split_kernel,
+    store_v,
+    zero_vec,
+)
+from dsc.backends.cpu.irb import F32, I1, I32, KernelBuilder, const_i64, vec
+from dsc.dialects import graph as g
+from dsc.dialects import kernel as k
+from dsc.dialects.tensor_types import sig_of
+from dsc.runtime.errors import DscError
+
+F32_DT = np.dtype(np.float32)
+PACK_BYTES = 128 * 1024  # per-thread stack buffer of the packed path
+import os
+PREFETCH = os.environ.get('DSC_PF', '1') == '1'
+
+
+@dataclass(frozen=True)
+class ConvGeom:
+    N: int
+    C: int
+    H: int
+    W: int
+    M: int
+    G: int
+    KH: int
+    KW: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pt: int
+    pl: int
+    OH: int
+    OW: int
+
+    @property
+    def cg(self) -> int:
+        return self.C // self.G
+
+    @property
+    def mg(self) -> int:
+        return self.M // self.G
+
+    @property
+    def T(self) -> int:
+        return self.KH * self.KW
+
+    @property
+    def P(self) -> int:
+        return self.OH * self.OW
+
+    @property
+    def HW(self) -> int:
+        return self.H * self.W
+
+    @property
+    def depthwise(self) -> bool:
+        return self.cg == 1 and self.G > 1
+
+    @property
+    def mode(self) -> str:
+        if self.KH == self.KW == 1 and self.sh == self.sw == 1 and self.pt == self.pl == 0 and self.OH == self.H and self.OW == self.W:
+            return "direct"
+        if self.sh == self.sw == 1 and self.OW == self.W:
+            return "taps"
+        return "packed"
+
+
+def conv_geom(op: g.ConvOp) -> ConvGeom | None:
+    x = sig_of(op.input.type).shape
+    w = sig_of(op.weight.type).shape
+    y = sig_of(op.result.type).shape
+    a = op.py_attrs()
+    if len(x) == 4:
+        (kh, kw), (sh, sw), (dh, dw) = w[2:], a["strides"], a["dilations"]
+        pt, pl = a["pads"][0], a["pads"][1]
+        return ConvGeom(x[0], x[1], x[2], x[3], w[0], a["group"], kh, kw, sh, sw, dh, dw, pt, pl, y[2], y[3])
+    if len(x) == 3:
+        return ConvGeom(x[0], x[1], 1, x[2], w[0], a["group"], 1, w[2], 1, a["strides"][0], 1, a["dilations"][0], 0, a["pads"][0], 1, y[2])
+    return None
+
+
+def conv_layout(op: g.ConvOp) -> Layout:
+    shape = sig_of(op.result.type).shape
+    return Layout(shape, "br" + "c" * (len(shape) - 2))
+
+
+# ===================================================================== GEMM-like path
+
+
+def _pack_weights(wt: np.ndarray, geo: ConvGeom, R: int) -> np.ndarray:
+    """[M, C/G, kh, kw] -> [G][ceil(M/G / R)][K][R], rows zero padded."""
+    G, mg = geo.G, geo.mg
+    K = geo.cg * geo.T
+    MB = -(-mg // R)
+    w = np.zeros((G, MB * R, K), np.float32)
+    w[:, :mg, :] = np.asarray(wt, np.float32).reshape(G, mg, K)
+    return np.ascontiguousarray(w.reshape(G, MB, R, K).transpose(0, 1, 3, 2))
+
+
+def emit_conv_gemm(kb: KernelBuilder, geo: ConvGeom, x_ptr, w_index: int, bias_ptr, in_ptrs, epi: Epilogue, tid, nthreads, ctx, w_single_use=True):
+    b = kb.b
+    wl = lanes_of(ctx)
+    mode = geo.mode
+    K = geo.cg * geo.T
+    mg, P, T = geo.mg, geo.P, geo.T
+    R, V = choose_tile(mg, P, K, wl, ctx.target.registers - (2 if mode == "taps" else 0))
+    NB = V * wl
+    MB = -(-mg // R)
+    PB = -(-P // NB)
+    rt = mg - (MB - 1) * R
+    ncol_last = P - (PB - 1) * NB
+    vt = -(-ncol_last // wl)
+    lane_last = ncol_last - (vt - 1) * wl
+    tail_mask = None if lane_last == wl else const_mask(wl, lane_last)
+
+    wt = ctx.consts[w_index]
+    packed_w = wt is not None and w_single_use
+    if packed_w:
+        ctx.repack(w_index, _pack_weights(wt, geo, R), f"conv_w_R{R}:{content_hash(np.asarray(wt), wt.shape, geo.G)}")
+    w_ptr = in_ptrs[w_index]
+
+    # K blocking (packed mode only): cb input channels per block
+    if mode == "packed":
+        cb = max(1, min(geo.cg, PACK_BYTES // (NB * T * 4)))
+    else:
+        cb = geo.cg
+    nkb = -(-geo.cg // cb)
+    pack = entry_alloca(kb, F32, cb * T * NB, name="im2col") if mode == "packed" else None
+
+    U = geo.N * geo.G * PB
+    total = U * MB
+    lo, hi = kb.thread_range(total, tid, nthreads)
+    i32v = vec(wl, I32)
+
+    def ci(v):
+        return ir.Constant(i32v, [v] * wl)
+
+    def group_body(u):
+        pb = b.urem(u, const_i64(PB))
+        ng = b.udiv(u, const_i64(PB))
+        gi = b.urem(ng, const_i64(geo.G))
+        n = b.udiv(ng, const_i64(geo.G))
+        mb_lo = kb.smax(b.sub(lo, b.mul(u, const_i64(MB))), const_i64(0))
+        mb_hi = kb.smin(b.sub(hi, b.mul(u, const_i64(MB))), const_i64(MB))
+        q0 = b.mul(pb, const_i64(NB))
+        x_img = gep(kb, x_ptr, b.add(b.mul(n, const_i64(geo.C * geo.HW)), b.mul(gi, const_i64(geo.cg * geo.HW))))
+        epi.begin_tile(kb, n)
+        # per-lane pixel coordinates of the block, for masks/indices
+        taps_info = None
+        if mode in ("taps", "packed"):
+            qv = [b.add(kb.splat(b.trunc(q0, I32), wl), iota(wl, 1) if v == 0 else ir.Constant(i32v, [v * wl + i for i in range(wl)])) for v in range(V)]
+            ohv = [b.sdiv(q, ci(geo.OW)) for q in qv]
+            owv = [b.sub(q, b.mul(oh, ci(geo.OW))) for q, oh in zip(qv, ohv)]
+            taps_info = (qv, ohv, owv)
+
+        def tap_masks(t, ih0, iw0, extra=None):
+            kh, kw = divmod(t, geo.KW)
+            out = []
+            for v in range(V):
+                ih = b.add(ih0[v], ci(kh * geo.dh))
+                iw = b.add(iw0[v], ci(kw * geo.dw))
+                m = b.and_(b.icmp_unsigned("<", ih, ci(geo.H)), b.icmp_unsigned("<", iw, ci(geo.W)))  # unsigned: also >= 0
+                if extra is not None:
+                    m = b.and_(m, extra[v])
+                out.append((m, ih, iw))
+            return out
+
+        if mode == "taps":
+            qv, ohv, owv = taps_info
+            ih0 = [b.sub(oh, ci(geo.pt)) for oh in ohv]
+            iw0 = [b.sub(ow, ci(geo.pl)) for ow in owv]
+            masks = [[m for m, _, _ in tap_masks(t, ih0, iw0)] for t in range(T)]
+            offs = [(divmod(t, geo.KW)[0] * geo.dh - geo.pt) * geo.W + divmod(t, geo.KW)[1] * geo.dw - geo.pl for t in range(T)]
+
+        def w_tile(mb, c0):
+            """Pointer to the weights of (group gi, block mb) at input channel c0."""
+            if packed_w:
+                return gep(kb, w_ptr, add(kb, b.mul(b.add(b.mul(gi, const_i64(MB)), mb), const_i64(K * R)), mul(kb, c0, T * R)))
+            return gep(kb, w_ptr, add(kb, b.mul(b.add(b.mul(gi, const_i64(mg)), b.mul(mb, const_i64(R))), const_i64(K)), mul(kb, c0, T)))
+
+        def a_val_fn(wp, flat=False):
+            """A(k, tap, r): k counts input channels (or flattened (channel, tap) pairs when flat)."""
+            step = 1 if flat else T
+            if packed_w:
+                return lambda kk, s, r: kb.load(wp, add(kb, b.mul(kk, const_i64(step * R)), s * R + r))
+            return lambda kk, s, r: kb.load(wp, add(kb, b.mul(kk, const_i64(step)), r * K + s))
+
+        def run_block(mb, nr, nv, mask, c0, ncb, first, last):
+            """Accumulate input channels [c0, c0 + ncb) into the nr x nv tile of channel block mb.
+
+            first/last: Python bools, or i1 values when K is blocked at run time (then the
+            partial sums of the earlier blocks come from the output, and go back there)."""
+            row0 = b.mul(mb, const_i64(R))
+            m_abs = b.add(b.mul(gi, const_i64(mg)), row0)
+            accs = []
+            for r in range(nr):
+                start = kb.splat(kb.load(bias_ptr, b.add(m_abs, const_i64(r))), wl) if bias_ptr is not None else zero_vec(wl)
+                if first is True:
+                    accs.append([start] * nv)
+                    continue
+                row = []
+                for v in range(nv):
+                    part = epi.load_partial(kb, b.add(m_abs, const_i64(r)), b.add(q0, const_i64(v * wl)), mask if v == nv - 1 else None)
+                    row.append(b.select(first, start, part))
+                accs.append(row)
+            wp = w_tile(mb, c0)
+            a_val = a_val_fn(wp)
+            if mode == "direct":
+                xb = gep(kb, x_img, q0)
+
+                def b_vec(kk, s, v):
+                    off = add(kb, b.mul(kk, const_i64(geo.HW)), v * wl)
+                    if PREFETCH and v % (64 // (4 * wl) or 1) == 0:
+                        prefetch(kb, xb, add(kb, off, NB))  # the next pixel block's row, streamed by the next tile
+                    return load_v(kb, xb, off, wl, mask if v == nv - 1 else None)
+
+                accs = _mk(kb, nr, nv, 0, ncb, 1, a_val, b_vec, accs)
+            elif mode == "taps":
+                xb = gep(kb, x_img, q0)
+
+                def b_vec(kk, s, v):
+                    row = b.mul(kk, const_i64(geo.HW))
+                    return load_v(kb, xb, add(kb, row, offs[s] + v * wl), wl, masks[s][v], inbounds=False)
+
+                accs = _mk(kb, nr, nv, 0, ncb, T, a_val, b_vec, accs)
+            else:  # the packed block is [ncb * T][NB]: one flat k loop (k = c*T + tap, as the weights)
+                a_flat = a_val_fn(wp, flat=True)
+                accs = _mk(kb, nr, nv, 0, mul(kb, ncb, T), 1, a_flat,
+                           lambda kk, s, v: kb.load_vec(pack, add(kb, b.mul(kk, const_i64(NB)), v * wl), wl), accs)
+
+            def finish():
+                epi.apply(kb, accs, m_abs, q0, mask)
+
+            def partial():
+                for r in range(nr):
+                    for v in range(nv):
+                        epi.store_partial(kb, accs[r][v], b.add(m_abs, const_i64(r)), b.add(q0, const_i64(v * wl)), mask if v == nv - 1 else None)
+
+            if last is True:
+                finish()
+            else:
+                branch_variants(kb, [(last, finish), (None, partial)])
+
+        def blocks(nv, mask, c0, ncb, first, last):
+            mask = tail_mask if nv != V or mask is not None else None
+            with kb.loop(mb_lo, mb_hi, 1, "mb") as mb:
+                if rt == R:
+                    run_block(mb, R, nv, mask, c0, ncb, first, last)
+                else:
+                    branch_variants(kb, [(b.icmp_unsigned("==", mb, const_i64(MB - 1)), lambda: run_block(mb, rt, nv, mask, c0, ncb, first, last)),
+                                         (None, lambda: run_block(mb, R, nv, mask, c0, ncb, first, last))])
+
+        def pack_block(c0, ncb):
+            """im2col of input channels [c0, c0 + ncb) for this pixel block into `pack` [(c*T + tap)][NB]."""
+            qv, ohv, owv = taps_info
+            ih0 = [b.sub(b.mul(oh, ci(geo.sh)), ci(geo.pt)) for oh in ohv]
+            iw0 = [b.sub(b.mul(ow, ci(geo.sw)), ci(geo.pl)) for ow in owv]
+            inside = [b.icmp_signed("<", q, ci(P)) for q in qv]
+            xc0 = gep(kb, x_img, mul(kb, c0, geo.HW))
+            with kb.loop(0, T, 1, "tap") as t:
+                kh = b.udiv(t, const_i64(geo.KW))
+                kw = b.sub(t, b.mul(kh, const_i64(geo.KW)))
+                dh = kb.splat(b.trunc(b.mul(kh, const_i64(geo.dh)), I32), wl)
+                dw = kb.splat(b.trunc(b.mul(kw, const_i64(geo.dw)), I32), wl)
+                idx, msk = [], []
+                for v in range(V):
+                    ih = b.add(ih0[v], dh)
+                    iw = b.add(iw0[v], dw)
+                    m = b.and_(b.icmp_unsigned("<", ih, ci(geo.H)), b.icmp_unsigned("<", iw, ci(geo.W)))
+                    msk.append(b.and_(m, inside[v]))
+                    idx.append(b.add(b.mul(ih, ci(geo.W)), iw))
+                dst = gep(kb, pack, b.mul(t, const_i64(NB)))
+                with kb.loop(0, ncb, 1, "pc") as c:
+                    xc = gep(kb, xc0, b.mul(c, const_i64(geo.HW)))
+                    for v in range(V):
+                        store_v(kb, gather_v(kb, xc, idx[v], msk[v]), dst, b.add(b.mul(c, const_i64(T * NB)), const_i64(v * wl)))
+
+        def cols(nv, mask, c0, ncb, first, last):
+            if vt == V and tail_mask is None:
+                blocks(V, None, c0, ncb, first, last)
+            else:
+                branch_variants(kb, [(b.icmp_unsigned("==", pb, const_i64(PB - 1)), lambda: blocks(vt, tail_mask, c0, ncb, first, last)),
+                                     (None, lambda: blocks(V, None, c0, ncb, first, last))])
+
+        if mode != "packed":
+            cols(V, None, 0, geo.cg, True, True)
+        elif nkb == 1:
+            pack_block(0, geo.cg)
+            cols(V, None, 0, geo.cg, True, True)
+        else:
+            with kb.loop(0, nkb, 1, "kblk") as kbi:
+                c0 = b.mul(kbi, const_i64(cb))
+                ncb = kb.smin(const_i64(cb), b.sub(const_i64(geo.cg), c0))
+                pack_block(c0, ncb)
+                cols(V, None, c0, ncb, b.icmp_unsigned("==", kbi, const_i64(0)), b.icmp_unsigned("==", kbi, const_i64(nkb - 1)))
+
+    u_lo = b.udiv(lo, const_i64(MB))
+    u_hi = b.udiv(b.add(hi, const_i64(MB - 1)), const_i64(MB))
+    with kb.loop(u_lo, u_hi, 1, "grp") as u:
+        group_body(u)
+
+
+def _mk(kb, R, V, klo, khi, inner, a_val, b_vec, accs):
+    """The micro-kernel with `inner` sub-steps (taps) per k: accs[r][v] += A(k, s, r) * B(k, s, v)."""
+    w = accs[0][0].type.count
+
+    def body(kk, flat):
+        flat = list(flat)
+        for s in range(inner):
+            bs = [b_vec(kk, s, v) for v in range(V)]
+            for r in range(R):
+                a = kb.splat(a_val(kk, s, r), w)
+                for v in range(V):
+                    flat[r * V + v] = kb.fma(a, bs[v], flat[r * V + v])
+        return flat
+
+    flat = carried_loop(kb, klo, khi, [a for row in accs for a in row], body)
+    return [flat[r * V : (r + 1) * V] for r in range(R)]
+
+
+# ===================================================================== depthwise
+
+
+def emit_conv_depthwise(kb: KernelBuilder, geo: ConvGeom, x_ptr, w_ptr, bias_ptr, epi: Epilogue, tid, nthreads, ctx):
+    b = kb.b
+    wl = lanes_of(ctx)
+    mult = geo.mg  # output channels per input channel
+    T = geo.T
+    i32v = vec(wl, I32)
+    rows = geo.N * geo.M * geo.OH
+    lo, hi = kb.thread_range(rows, tid, nthreads, grain=max(1, min(geo.OH, 4)))
+    NV = -(-geo.OW // wl)
+    tail = geo.OW - (NV - 1) * wl
+
+    # lanes of output vector j whose tap-kw input lies inside the row (compile time); for stride 2,
+    # the 2W consecutive inputs the vector is shuffled from
+    def hmask(j, kw):
+        if geo.sw == 2:
+            return [1 if 0 <= j * wl * 2 + i + kw * geo.dw - geo.pl < geo.W and j * wl + i // 2 < geo.OW else 0 for i in range(2 * wl)]
+        return [1 if 0 <= (j * wl + i) * geo.sw + kw * geo.dw - geo.pl < geo.W and j * wl + i < geo.OW else 0 for i in range(wl)]
+
+    interior = [(j + 1) * wl <= geo.OW and all(all(hmask(j, kw)) for kw in range(geo.KW)) for j in range(NV)]
+    # contiguous run of interior vectors handled by a loop; others unrolled with constant masks
+    runs = []
+    j = 0
+    while j < NV:
+        if interior[j]:
+            j2 = j
+            while j2 < NV and interior[j2]:
+                j2 += 1
+            runs.append(("loop", j, j2))
+            j = j2
+        else:
+            runs.append(("one", j, j + 1))
+            j += 1
+
+    def row_body(rw):
+        oh = b.urem(rw, const_i64(geo.OH))
+        nm = b.udiv(rw, const_i64(geo.OH))
+        m = b.urem(nm, const_i64(geo.M))
+        n = b.udiv(nm, const_i64(geo.M))
+        c = b.udiv(m, const_i64(mult)) if mult > 1 else m
+        epi.begin_tile(kb, n)
+        xc = gep(kb, x_ptr, b.add(b.mul(n, const_i64(geo.C * geo.HW)), b.mul(c, const_i64(geo.HW))))
+        wts = [kb.splat(kb.load(w_ptr, b.add(b.mul(m, const_i64(T)), const_i64(t))), wl) for t in range(T)]
+        bias = kb.splat(kb.load(bias_ptr, m), wl) if bias_ptr is not None else zero_vec(wl)
+        ih0 = b.sub(b.mul(oh, const_i64(geo.sh)), const_i64(geo.pt))
+        rowp, vmask = [], []
+        for kh in range(geo.KH):
+            ih = b.add(ih0, const_i64(kh * geo.dh))
+            ok = b.icmp_unsigned("<", ih, const_i64(geo.H))
+            rowp.append(gep(kb, xc, b.mul(ih, const_i64(geo.W)), inbounds=False))
+            vmask.append(ok)
+        col_row = b.mul(oh, const_i64(geo.OW))
+
+        def vector(ow0, masks_for):
+            """One output vector at ow0 (i64 or int); masks_for(kw) -> constant lane bits or None."""
+            acc = bias
+            for kh in range(geo.KH):
+                for kw in range(geo.KW):
+                    bits = masks_for(kw)
+                    acc = kb.fma(_dw_load(kb, geo, rowp[kh], ow0, kw, bits, vmask[kh], wl), wts[kh * geo.KW + kw], acc)
+            return acc
+
+        for kind, j0, j1 in runs:
+            if kind == "loop":
+                with kb.loop(j0 * wl, j1 * wl, wl, "ow") as ow0:
+                    acc = vector(ow0, lambda kw: None)
+                    epi.apply_one(kb, acc, m, b.add(col_row, ow0), None, {}, 0)
+            else:
+                ow0 = j0 * wl
+                acc = vector(ow0, lambda kw, j0=j0: hmask(j0, kw))
+                mask = None if j0 < NV - 1 or tail == wl else const_mask(wl, tail)
+                epi.apply_one(kb, acc, m, b.add(col_row, const_i64(ow0)), mask, {}, 0)
+
+    with kb.loop(lo, hi, 1, "row") as rw:
+        row_body(rw)
+
+
+def _dw_load(kb: KernelBuilder, geo: ConvGeom, rowp, ow0, kw, bits, row_ok, wl):
+    """Input under output lanes ow0.. for tap column kw: x[ih, ow*sw + kw*dw - pl] (0 outside)."""
+    b = kb.b
+    off = kw * geo.dw - geo.pl
+    ok = kb.splat(row_ok, wl)
+
+    def mask_of(bits_part):
+        if bits_part is None:
+            return ok
+        return b.and_(ok, ir.Constant(vec(wl, I1), bits_part))
+
+    if geo.sw == 1:
+        start = add(kb, ow0, off)
+        return load_v(kb, rowp, start, wl, mask_of(bits), inbounds=False)
+    if geo.sw == 2:
+        start = add(kb, mul(kb, ow0, 2), off)
+        lo_ = load_v(kb, rowp, start, wl, mask_of(bits[:wl] if bits else None), inbounds=False)
+        hi_ = load_v(kb, rowp, add(kb, start, wl), wl, mask_of(bits[wl:] if bits else None), inbounds=False)
+        return b.shuffle_vector(lo_, hi_, ir.Constant(vec(wl, I32), [2 * i for i in range(wl)]))
+    # other strides: gather
+    idx = b.add(kb.splat(b.trunc(c64(add(kb, mul(kb, ow0, geo.sw), off)), I32), wl), iota(wl, geo.sw))
+    return gather_v(kb, rowp, idx, mask_of(bits))
+
+
+# ===================================================================== emitters
+
+
+def _check(op: g.ConvOp) -> ConvGeom:
+    geo = conv_geom(op)
+    if geo is None:
+        raise DscError(f"the CPU backend's graph.conv supports 1-D and 2-D convolutions, not {len(sig_of(op.input.type).shape) - 2}-D")
+    if any(sig_of(v.type).dtype != F32_DT for v in op.operands):
+        raise DscError("the CPU backend's graph.conv supports float32 only")
+    return geo
+
+
+def _emit(kb, op: g.ConvOp, geo: ConvGeom, ptrs: dict, w_index: int, in_ptrs, epi: Epilogue, tid, nthreads, ctx, w_single_use: bool):
+    if geo.depthwise:
+        emit_conv_depthwise(kb, geo, ptrs["x"], in_ptrs[w_index], ptrs.get("b"), epi, tid, nthreads, ctx)
+    else:
+        emit_conv_gemm(kb, geo, ptrs["x"], w_index, ptrs.get("b"), in_ptrs, epi, tid, nthreads, ctx, w_single_use)
+
+
+@op_emitter(g.ConvOp)
+def emit_conv_op(kb, op, in_ptrs, out_ptrs, tid, nthreads, ctx):
+    geo = _check(op)
+    lay = conv_layout(op)
+    epi = Epilogue(lay, op.result, [], {}, [(op.result, out_ptrs[0])], lanes_of(ctx))
+    ptrs = {"x": in_ptrs[0]}
+    if op.bias is not None:
+        ptrs["b"] = in_ptrs[2]
+    vals = list(op.operands)
+    _emit(kb, op, geo, ptrs, 1, in_ptrs, epi, tid, nthreads, ctx, vals.count(vals[1]) == 1)
+
+
+def _conv_kernel(kop: k.FusedOp):
+    parts = split_kernel(kop, (g.ConvOp,))
+    if parts is None or parts[0]:
+        return None
+    _, conv, epi = parts
+    index = {a: i for i, a in enumerate(kop.body.block.args)}
+    if any(v not in index for v in conv.operands):
+        return None
+    if conv_geom(conv) is None or any(sig_of(v.type).dtype != F32_DT for v in list(conv.operands) + [conv.result]):
+        return None
+    return conv, epi, index
+
+
+def _conv_matches(kop: k.FusedOp) -> bool:
+    got = _conv_kernel(kop)
+    if got is None:
+        return False
+    conv, epi, _ = got
+    return Epilogue.supported(conv_layout(conv), conv.result, epi, epilogue_arg_shapes(kop), list(kop.body.block.last_op.operands))
+
+
+@fused_emitter("conv", _conv_matches)
+def emit_fused_conv(kb, kop, in_ptrs, out_ptrs, tid, nthreads, ctx):
+    conv, epi_ops, index = _conv_kernel(kop)
+    geo = conv_geom(conv)
+    known = {conv.result} | {op.results[0] for op in epi_ops}
+    sources = kernel_sources(kop, in_ptrs, epi_ops, known)
+    yields = list(zip(kop.body.block.last_op.operands, out_ptrs))
+    epi = Epilogue(conv_layout(conv), conv.result, epi_ops, sources, yields, lanes_of(ctx))
+    ptrs = {"x": in_ptrs[index[conv.input]]}
+    if conv.bias is not None:
+        ptrs["b"] = in_ptrs[index[conv.bias]]
+    w_arg = conv.weight
+    _emit(kb, conv, geo, ptrs, index[w_arg], in_ptrs, epi, tid, nthreads, ctx, w_arg.uses.get_length() == 1)
+
+
+__all__ = ["ConvGeom", "conv_geom", "emit_conv_gemm", "emit_conv_depthwise"]
