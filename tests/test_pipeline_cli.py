@@ -111,3 +111,14 @@ def test_opt_unknown_pass_and_bad_ir(tmp_path, capsys):
 def test_parse_passes_options():
     (p,) = parse_passes('place-devices{gpu="sm_87" overrides="/fc/Gemm=cpu"}')
     assert p.gpu == "sm_87" and p.overrides == "/fc/Gemm=cpu"
+
+
+def test_explain_fusion_and_memory_report(capsys, model_path):
+    assert main(["compile", model_path, "--compile-to", "memory-planning", "--explain-fusion", "--memory-report", "-o", os.devnull]) == 0
+    err = capsys.readouterr().err
+    # every ONNX node of the model is listed, with its kernel or a reason
+    m = onnx.load(model_path)
+    for n in m.graph.node:
+        assert n.name in err
+    assert "conv_bn_relu" in err or "conv_add_relu" in err
+    assert "arena" in err and "lower bound" in err
