@@ -17,16 +17,25 @@ from dsc.runtime.errors import (
 
 __version__ = "0.1.0"
 
+
+class DscWarning(UserWarning):
+    """Something works but deserves attention (e.g. a @dsc.jit cache that keeps recompiling)."""
+
+
 __all__ = [
     "DscError",
+    "DscWarning",
     "IRError",
     "ModelError",
     "ShapeError",
     "TargetError",
+    "Tensor",
     "UnsupportedOpError",
     "__version__",
     "compile",
     "import_onnx",
+    "jit",
+    "nn",
 ]
 
 
@@ -36,7 +45,19 @@ def __getattr__(name: str):
 
         return import_onnx
     if name == "compile":
-        from dsc.driver import compile
+        from dsc.compile_api import compile
 
         return compile
+    if name == "jit":
+        from dsc.frontends.trace.jit import jit
+
+        return jit
+    if name == "Tensor":
+        from dsc.frontends.trace.tensor import Tensor
+
+        return Tensor
+    if name == "nn":
+        import importlib
+
+        return importlib.import_module("dsc.nn")
     raise AttributeError(f"module 'dsc' has no attribute {name!r}")

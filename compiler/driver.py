@@ -44,15 +44,31 @@ def codegen(module: ModuleOp, target: Target, source: str | None = None, options
     from dsc.backends.cpu.target import cpu_target_for
     from dsc.reference.evaluator import arg_names, main_func, result_names
 
-    if target.reference:
-        raise TargetError("the reference target evaluates with NumPy and produces no artifact", hint="use `dsc run MODEL --target reference`, or compile for host")
-    if target.has_gpu:
-        raise TargetError(f"GPU code generation (target '{target.name}', {target.sm}) is not available in this version of dsc", hint="compile for a CPU target (host, x86-64-v3, aarch64, ...) for now")
+    _check_codegen(target)
     cpu = cpu_target_for(target)
     prog = generate(module, cpu)
     f = main_func(module)
     opts = {"precision": options.precision, "amp_level": options.amp_level, "place": list(options.place)}
     return build_artifact(prog, cpu, target.name, arg_names(f), result_names(f), source, opts)
+
+
+def _check_codegen(target: Target) -> None:
+    """Refuse, before any work, a target this version cannot produce an artifact for."""
+    if target.reference:
+        raise TargetError("the reference target evaluates with NumPy and produces no artifact", hint="use `dsc run MODEL --target reference`, or compile for host")
+    if target.has_gpu:
+        # Until the CUDA backend lands, a CPU+GPU target is refused rather than silently
+        # compiled for its CPU alone: its pipeline places kernels on the GPU.
+        raise TargetError(f"GPU code generation (target '{target.name}', {target.sm}) is not available in this version of dsc", hint=_cpu_only_hint(target))
+
+
+def _cpu_only_hint(target: Target) -> str:
+    from dsc.targets import TARGETS
+
+    same_cpu = [t.name for t in TARGETS.values() if not t.has_gpu and t.triple is not None and (t.triple, t.cpu) == (target.triple, target.cpu)]
+    if same_cpu:
+        return f"compile for its CPU alone with --target {same_cpu[-1]} (every kernel on the CPU; the artifact runs there with dsc.runtime)"
+    return "compile for a CPU target (host, x86-64-v3, aarch64, ...) for now"
 
 
 def compile_module(
@@ -65,6 +81,7 @@ def compile_module(
 ) -> bytes:
     """Compile a graph-dialect module (from any frontend) to artifact bytes."""
     tgt = get_target(target)
+    _check_codegen(tgt)
     optimize(module, tgt, options, dump)
     return codegen(module, tgt, source, options)
 

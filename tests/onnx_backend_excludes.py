@@ -33,6 +33,5 @@ EXCLUDED: dict[str, str] = {
     r"^test_identity_(opt|sequence)_": "optional and sequence values are not supported; dsc has tensors only",
     r"^test_gather_elements_": "GatherElements is not supported (the 'gather' prefix matches its tests)",
     r"^test_split_to_sequence_": "SplitToSequence produces a sequence; dsc has tensors only (the 'split' prefix matches its tests)",
-    r"^test_reduce_sum_square_": "ReduceSumSquare is not supported (the 'reduce_sum' prefix matches its tests)",
     r"^test_maxpool_with_argmax_": "MaxPool's Indices output is not supported (dsc raises UnsupportedOpError naming the node)",
 }

@@ -2,9 +2,10 @@
 
 They run whole networks (ResNet-50 at 224x224, a BERT-base encoder), so they
 avoid Python loops over pixels: convolution is im2col over a strided window
-view plus one batched matmul over the groups; pooling reduces the same window
-view. float16 is computed in float32 and float32 stays float32 (no float64
-accumulation), so results track onnxruntime's at float32 tolerances.
+view plus one batched matmul over the groups (depthwise: one multiply-add per
+kernel tap); pooling folds the same window view tap by tap. float16 is
+computed in float32 and float32 stays float32 (no float64 accumulation), so
+results track onnxruntime's at float32 tolerances.
 """
 
 from __future__ import annotations

@@ -87,9 +87,7 @@ def mean(b: NodeBuilder):
     acc = vals[0]
     for v in vals[1:]:
         acc = b.emit(g.AddOp, [acc, v])
-    # n has acc's rank, all ones: a 0-d constant would lose its rank in the Blob
-    # (np.ascontiguousarray makes it 1-D), which fails verification.
-    n = b.constant(np.full((1,) * len(acc.type.get_shape()), len(vals), dtype=b.sig(0).dtype))
+    n = b.constant(np.asarray(len(vals), dtype=b.sig(0).dtype))
     return b.emit(g.DivOp, [acc, n])
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import onnx
 
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of, tensor_type
@@ -20,10 +21,10 @@ from dsc.runtime.errors import UnsupportedOpError
 # ------------------------------------------------------------ helpers
 
 
-def _axis(b: NodeBuilder, axis: int, rank: int, name: str = "axis") -> int:
-    if not -rank <= axis < max(rank, 1):
-        raise b.error(f"{name} {axis} is out of range for an input of rank {rank}")
-    return axis % rank if rank else 0
+def _axis(b: NodeBuilder, axis: int, rank: int) -> int:
+    if not -rank <= axis < rank:
+        raise b.error(f"axis {axis} is out of range for an input of rank {rank}")
+    return axis % rank
 
 
 def _window_attrs(b: NodeBuilder, spatial: tuple[int, ...], kernel: tuple[int, ...]) -> dict:
@@ -141,8 +142,7 @@ def batch_norm(b: NodeBuilder):
         return b.emit(g.BatchNormOp, [x, scale, bias, mean, var], epsilon=eps)
     # Opset < 9 with spatial=0: per-activation statistics [C, D1, ...]; they
     # broadcast against [N, C, D1, ...] as they are, so spell out the formula.
-    # 1-D, not 0-d: a 0-d constant loses its rank in the Blob (np.ascontiguousarray).
-    std = b.emit(g.SqrtOp, [b.emit(g.AddOp, [var, b.constant(np.full((1,), eps, dtype))])])
+    std = b.emit(g.SqrtOp, [b.emit(g.AddOp, [var, b.constant(np.asarray(eps, dtype))])])
     y = b.emit(g.DivOp, [b.emit(g.SubOp, [x, mean]), std])
     return b.emit(g.AddOp, [b.emit(g.MulOp, [y, scale]), bias])
 
@@ -176,7 +176,7 @@ def layer_norm(b: NodeBuilder):
 
 def _layer_norm_stats(b: NodeBuilder, axis: int, eps: float):
     """Mean and InvStdDev outputs, spelled with reductions (in the stash type)."""
-    stash = np.float32 if int(b.attr("stash_type", 1)) == 1 else np.float64
+    stash = onnx.helper.tensor_dtype_to_np_dtype(int(b.attr("stash_type", onnx.TensorProto.FLOAT)))
     x = b.input(0)
     shape = b.sig(0).shape
     if b.sig(0).dtype != np.dtype(stash):
@@ -185,8 +185,7 @@ def _layer_norm_stats(b: NodeBuilder, axis: int, eps: float):
     mean = b.emit(g.ReduceMeanOp, [x], axes=axes, keepdims=1)
     d = b.emit(g.SubOp, [x, mean])
     var = b.emit(g.ReduceMeanOp, [b.emit(g.MulOp, [d, d])], axes=axes, keepdims=1)
-    # eps is a 1-element 1-D constant: 0-d constants lose their rank in the Blob (np.ascontiguousarray).
-    std = b.emit(g.SqrtOp, [b.emit(g.AddOp, [var, b.constant(np.full((1,), eps, stash))])])
+    std = b.emit(g.SqrtOp, [b.emit(g.AddOp, [var, b.constant(np.asarray(eps, stash))])])
     return mean, b.emit(g.ReciprocalOp, [std])
 
 
