@@ -89,24 +89,57 @@ def host_arch() -> str:
     return _ARCH.get(m, m)
 
 
+# /proc/cpuinfo "Features" names (Linux on ARM64) -> the LLVM feature names the manifest records.
+# LLVM's own host detection maps only a few of them (asimd, fp, crc32, atomics, sve): without
+# this table a Jetson would be told it lacks dotprod and fullfp16.
+_CPUINFO_ARM64 = {"asimd": "neon", "fp": "fp-armv8", "asimddp": "dotprod", "asimdhp": "fullfp16", "fphp": "fullfp16", "atomics": "lse", "crc32": "crc", "asimdrdm": "rdm", "lrcpc": "rcpc", "sve": "sve", "sve2": "sve2", "i8mm": "i8mm", "bf16": "bf16"}
+
+
+def arm64_features_from_cpuinfo(text: str) -> set[str]:
+    """The LLVM feature names of a Linux ARM64 /proc/cpuinfo's Features line."""
+    for line in text.splitlines():
+        if line.startswith("Features"):
+            return {_CPUINFO_ARM64[f] for f in line.partition(":")[2].split() if f in _CPUINFO_ARM64}
+    return set()
+
+
+def host_cpu_features() -> set[str]:
+    """The CPU features of this machine, by LLVM's names (avx2, fma, neon, dotprod, fullfp16, ...)."""
+    import llvmlite.binding as llvm
+
+    have = {k for k, v in llvm.get_host_cpu_features().items() if v}
+    if host_arch() == "aarch64":
+        have.add("neon")  # Advanced SIMD is mandatory in ARMv8-A
+        try:
+            with open("/proc/cpuinfo") as f:
+                have |= arm64_features_from_cpuinfo(f.read())
+        except OSError:
+            pass
+    return have
+
+
+_PORTABLE = {"x86_64": "--target x86-64-v3 or --target x86-64", "aarch64": "--target aarch64 (any ARMv8-A CPU)"}
+_ARCH_TARGETS = {"x86_64": "host, x86-64, x86-64-v3 or x86-64-v4", "aarch64": "aarch64, cortex-a78ae or orin-cpu"}
+
+
 def preflight(art: Artifact) -> None:
     """Refuse an artifact this machine cannot run, before any native code loads."""
     tgt = art.manifest["target"]
     arch = tgt["triple"].split("-")[0]
     here = host_arch()
     if arch != here:
+        where = "an ARM64 machine (a Jetson, a Graviton or Ampere server, a Raspberry Pi 4/5 with a 64-bit OS)" if arch == "aarch64" else f"an {arch} machine"
         raise TargetError(
-            f"{art.path} was compiled for {arch} (target '{tgt['name']}'), this machine is {here}",
-            hint=f"recompile with `dsc compile MODEL --target host` on this machine, or run the artifact on an {arch} machine",
+            f"{art.path} was compiled for {arch} (target '{tgt['name']}'), this machine is {here}: its native code cannot run here",
+            hint=f"run the artifact on {where}, or recompile the model for this machine with `dsc compile MODEL --target host`"
+            + (f" (targets for {here}: {_ARCH_TARGETS[here]})" if here in _ARCH_TARGETS else ""),
         )
     need = tgt.get("cpu_features", [])
     if need:
-        import llvmlite.binding as llvm
-
-        have = {k for k, v in llvm.get_host_cpu_features().items() if v}
-        missing = [f for f in need if f not in have and not (f == "neon" and here == "aarch64")]
+        have = host_cpu_features()
+        missing = [f for f in need if f not in have]
         if missing:
             raise TargetError(
                 f"{art.path} needs CPU features this machine lacks: {', '.join(missing)} (target '{tgt['name']}')",
-                hint="recompile with a portable target, e.g. --target x86-64-v3 or --target x86-64",
+                hint=f"recompile with a portable target, e.g. {_PORTABLE.get(here, '--target host')}, or with --target host on this machine",
             )

@@ -210,6 +210,18 @@ def test_outputs_that_alias_under_qemu(tmp_path):
     check_under_qemu(edge_model(), "aarch64", tmp_path)
 
 
+@pytest.mark.skipif(shutil.which("gcc") is None or artifact_mod.host_arch() != "x86_64", reason="needs gcc on an x86-64 machine")
+def test_c_entry_point_on_this_machine(tmp_path):
+    """The same harness, linked natively (gcc, default PIE) with an x86-64 object: the C entry point is not ARM-only."""
+    model = zoo.build("resnet18", small=True)
+    feeds = zoo.example_inputs(model)
+    manifest = armrun.extract(dsc.compile(model, target="x86-64"), feeds, tmp_path, arch="x86_64")
+    armrun.build(tmp_path, cc="gcc")
+    got = armrun.run(tmp_path, manifest, native=True)
+    for g_, w in zip(got, ort_run(model, feeds), strict=True):
+        np.testing.assert_allclose(g_, w, rtol=RTOL, atol=ATOL)
+
+
 @needs_qemu
 def test_harness_rejects_wrong_input_size(tmp_path):
     data = compiled("mlp", "aarch64")

@@ -10,12 +10,13 @@ Tensors are NCHW (1-D convs are NCW, treated as H = 1). Two algorithms:
   register-blocked micro-kernel of emit_gemm (R output channels x V vectors
   of W output pixels, pixels flattened over rows so small images waste no
   lanes). How the im2col columns are read:
-    - "direct": 1x1, stride 1, no padding: the input rows themselves;
-    - "taps":   stride 1 and OW == W (same padding): a tap (kh, kw) of a
+    - "direct": 1x1, stride 1, no padding: the input rows themselves (the
+                next pixel block's rows are prefetched);
+    - "taps":   stride 1, OW == W (same padding), up to 3x3: a tap (kh, kw) of a
                 pixel vector is the input at a constant offset; lanes that
                 fall in the padding are masked off (masked loads, so no
                 padded copy of the input);
-    - "packed": anything else (strides, dilations, valid padding): a block
+    - "packed": anything else (strides, valid padding, bigger kernels): a block
                 of im2col columns is gathered once per pixel block into a
                 per-thread stack buffer [K-block][V*W] (zeros for padding)
                 and reused by every output-channel block; K is blocked so
@@ -72,8 +73,8 @@ from dsc.runtime.errors import DscError
 
 F32_DT = np.dtype(np.float32)
 PACK_BYTES = 128 * 1024  # per-thread stack buffer of the packed path
-import os
-PREFETCH = os.environ.get('DSC_PF', '1') == '1'
+L2_BYTES = 1 << 20  # the part of a core's L2 a stream may count on
+FORCE_ORDER = None  # tests: "pb" or "mb"
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class ConvGeom:
     def mode(self) -> str:
         if self.KH == self.KW == 1 and self.sh == self.sw == 1 and self.pt == self.pl == 0 and self.OH == self.H and self.OW == self.W:
             return "direct"
-        if self.sh == self.sw == 1 and self.OW == self.W:
+        if self.sh == self.sw == 1 and self.OW == self.W and self.T <= 9:  # bigger kernels: too many taps to unroll
             return "taps"
         return "packed"
 
@@ -182,185 +183,203 @@ def emit_conv_gemm(kb: KernelBuilder, geo: ConvGeom, x_ptr, w_index: int, bias_p
         ctx.repack(w_index, _pack_weights(wt, geo, R), f"conv_w_R{R}:{content_hash(np.asarray(wt), wt.shape, geo.G)}")
     w_ptr = in_ptrs[w_index]
 
-    # K blocking (packed mode only): cb input channels per block
-    if mode == "packed":
-        cb = max(1, min(geo.cg, PACK_BYTES // (NB * T * 4)))
-    else:
-        cb = geo.cg
+    # K blocking (packed mode): cb input channels per block, so the stack buffer stays in L2
+    cb = max(1, min(geo.cg, PACK_BYTES // (NB * T * 4))) if mode == "packed" else geo.cg
     nkb = -(-geo.cg // cb)
     pack = entry_alloca(kb, F32, cb * T * NB, name="im2col") if mode == "packed" else None
 
-    U = geo.N * geo.G * PB
-    total = U * MB
-    lo, hi = kb.thread_range(total, tid, nthreads)
+    # Loop order. "pb": pixel blocks outer, channel blocks inner (the block of input / im2col
+    # columns is reused from L1 by every channel block). "mb": channel blocks outer (one
+    # block of weights stays in L2 across the pixel blocks) when the weights are the bigger
+    # stream: small images, many channels (e.g. 3x3 256->256 on 14x14).
+    w_bytes, x_bytes = mg * K * 4, geo.cg * geo.HW * 4
+    pb_traffic = w_bytes * (PB if w_bytes > L2_BYTES else 1)
+    mb_traffic = x_bytes * (MB if x_bytes > L2_BYTES else 1)
+    order = "mb" if mode != "packed" and pb_traffic > 2 * mb_traffic else "pb"
+    if FORCE_ORDER and mode != "packed":
+        order = FORCE_ORDER
+    inner_n = MB if order == "pb" else PB
+    outer_n = geo.N * geo.G * (PB if order == "pb" else MB)
+    lo, hi = kb.thread_range(outer_n * inner_n, tid, nthreads)
     i32v = vec(wl, I32)
 
     def ci(v):
         return ir.Constant(i32v, [v] * wl)
 
-    def group_body(u):
-        pb = b.urem(u, const_i64(PB))
-        ng = b.udiv(u, const_i64(PB))
+    def pixel_lanes(q0):
+        """Per lane of each of the V vectors: q, oh, ow of the output pixel."""
+        qv = [b.add(kb.splat(b.trunc(q0, I32), wl), ir.Constant(i32v, [v * wl + i for i in range(wl)])) for v in range(V)]
+        ohv = [b.sdiv(q, ci(geo.OW)) for q in qv]
+        return qv, ohv, [b.sub(q, b.mul(oh, ci(geo.OW))) for q, oh in zip(qv, ohv)]
+
+    def taps_masks(q0):
+        """Lanes of each (tap, vector) whose input lies inside the image (taps mode)."""
+        _, ohv, owv = pixel_lanes(q0)
+        out = []
+        for t in range(T):
+            kh, kw = divmod(t, geo.KW)
+            row = []
+            for v in range(V):
+                ih = b.add(ohv[v], ci(kh * geo.dh - geo.pt))
+                iw = b.add(owv[v], ci(kw * geo.dw - geo.pl))
+                row.append(b.and_(b.icmp_unsigned("<", ih, ci(geo.H)), b.icmp_unsigned("<", iw, ci(geo.W))))  # unsigned: also >= 0
+            out.append(row)
+        return out
+
+    offs = [(t // geo.KW * geo.dh - geo.pt) * geo.W + t % geo.KW * geo.dw - geo.pl for t in range(T)]
+
+    def a_val_fn(wp, flat=False):
+        """A(k, tap, r): k counts input channels (or flattened (channel, tap) pairs when flat)."""
+        step = 1 if flat else T
+        if packed_w:
+            return lambda kk, s, r: kb.load(wp, add(kb, b.mul(kk, const_i64(step * R)), s * R + r))
+        return lambda kk, s, r: kb.load(wp, add(kb, b.mul(kk, const_i64(step)), r * K + s))
+
+    def run_block(x_img, gi, q0, masks, mb, nr, nv, mask, c0, ncb, first, last):
+        """Accumulate input channels [c0, c0 + ncb) into the nr x nv tile (channel block mb, pixels q0..).
+
+        first/last: Python bools, or i1 values when K is blocked at run time (then the
+        partial sums of the earlier blocks come from the output, and go back there)."""
+        row0 = b.mul(mb, const_i64(R))
+        m_abs = b.add(b.mul(gi, const_i64(mg)), row0)
+        accs = []
+        for r in range(nr):
+            start = kb.splat(kb.load(bias_ptr, b.add(m_abs, const_i64(r))), wl) if bias_ptr is not None else zero_vec(wl)
+            if first is True:
+                accs.append([start] * nv)
+                continue
+            row = []
+            for v in range(nv):
+                part = epi.load_partial(kb, b.add(m_abs, const_i64(r)), b.add(q0, const_i64(v * wl)), mask if v == nv - 1 else None)
+                row.append(b.select(first, start, part))
+            accs.append(row)
+        if packed_w:
+            wp = gep(kb, w_ptr, add(kb, b.mul(b.add(b.mul(gi, const_i64(MB)), mb), const_i64(K * R)), mul(kb, c0, T * R)))
+        else:
+            wp = gep(kb, w_ptr, add(kb, b.mul(m_abs, const_i64(K)), mul(kb, c0, T)))
+        a_val = a_val_fn(wp)
+        if mode == "direct":
+            xb = gep(kb, x_img, add(kb, q0, mul(kb, c0, geo.HW)))
+
+            def b_vec(kk, s, v):
+                off = add(kb, b.mul(kk, const_i64(geo.HW)), v * wl)
+                if order == "pb" and v % (64 // (4 * wl) or 1) == 0:
+                    prefetch(kb, xb, add(kb, off, NB))  # the next pixel block's row, streamed by the next tile
+                return load_v(kb, xb, off, wl, mask if v == nv - 1 else None)
+
+            accs = _mk(kb, nr, nv, 0, ncb, 1, a_val, b_vec, accs)
+        elif mode == "taps":
+            xb = gep(kb, x_img, q0)
+
+            def b_vec(kk, s, v):
+                return load_v(kb, xb, add(kb, b.mul(kk, const_i64(geo.HW)), offs[s] + v * wl), wl, masks[s][v], inbounds=False)
+
+            accs = _mk(kb, nr, nv, 0, ncb, T, a_val, b_vec, accs)
+        else:  # the packed block is [ncb * T][NB]: one flat k loop (k = c*T + tap, as the weights)
+            accs = _mk(kb, nr, nv, 0, mul(kb, ncb, T), 1, a_val_fn(wp, flat=True),
+                       lambda kk, s, v: kb.load_vec(pack, add(kb, b.mul(kk, const_i64(NB)), v * wl), wl), accs)
+
+        def finish():
+            epi.apply(kb, accs, m_abs, q0, mask)
+
+        def partial():
+            for r in range(nr):
+                for v in range(nv):
+                    epi.store_partial(kb, accs[r][v], b.add(m_abs, const_i64(r)), b.add(q0, const_i64(v * wl)), mask if v == nv - 1 else None)
+
+        if last is True:
+            finish()
+        else:
+            branch_variants(kb, [(last, finish), (None, partial)])
+
+    def row_variants(is_last_mb, fn):
+        """fn(nr) for the full channel block, or the last (shorter) one."""
+        if rt == R:
+            fn(R)
+        else:
+            branch_variants(kb, [(is_last_mb, lambda: fn(rt)), (None, lambda: fn(R))])
+
+    def col_variants(is_last_pb, fn):
+        """fn(nv, mask) for a full pixel block, or the last one (fewer vectors, masked lanes)."""
+        if vt == V and tail_mask is None:
+            fn(V, None)
+        else:
+            branch_variants(kb, [(is_last_pb, lambda: fn(vt, tail_mask)), (None, lambda: fn(V, None))])
+
+    def pack_block(x_img, q0, c0, ncb):
+        """im2col of input channels [c0, c0 + ncb) for the pixel block at q0 into `pack` [(c*T + tap)][NB]."""
+        qv, ohv, owv = pixel_lanes(q0)
+        ih0 = [b.sub(b.mul(oh, ci(geo.sh)), ci(geo.pt)) for oh in ohv]
+        iw0 = [b.sub(b.mul(ow, ci(geo.sw)), ci(geo.pl)) for ow in owv]
+        inside = [b.icmp_signed("<", q, ci(P)) for q in qv]
+        xc0 = gep(kb, x_img, mul(kb, c0, geo.HW))
+        with kb.loop(0, T, 1, "tap") as t:
+            kh = b.udiv(t, const_i64(geo.KW))
+            kw = b.sub(t, b.mul(kh, const_i64(geo.KW)))
+            dh = kb.splat(b.trunc(b.mul(kh, const_i64(geo.dh)), I32), wl)
+            dw = kb.splat(b.trunc(b.mul(kw, const_i64(geo.dw)), I32), wl)
+            idx, msk = [], []
+            for v in range(V):
+                ih = b.add(ih0[v], dh)
+                iw = b.add(iw0[v], dw)
+                m = b.and_(b.icmp_unsigned("<", ih, ci(geo.H)), b.icmp_unsigned("<", iw, ci(geo.W)))
+                msk.append(b.and_(m, inside[v]))
+                idx.append(b.add(b.mul(ih, ci(geo.W)), iw))
+            dst = gep(kb, pack, b.mul(t, const_i64(NB)))
+            with kb.loop(0, ncb, 1, "pc") as c:
+                xc = gep(kb, xc0, b.mul(c, const_i64(geo.HW)))
+                for v in range(V):
+                    store_v(kb, gather_v(kb, xc, idx[v], msk[v]), dst, b.add(b.mul(c, const_i64(T * NB)), const_i64(v * wl)))
+
+    def group(u, ilo, ihi):
+        """Outer index u, inner indices [ilo, ihi) of this thread."""
+        blk = b.urem(u, const_i64(PB if order == "pb" else MB))
+        ng = b.udiv(u, const_i64(PB if order == "pb" else MB))
         gi = b.urem(ng, const_i64(geo.G))
         n = b.udiv(ng, const_i64(geo.G))
-        mb_lo = kb.smax(b.sub(lo, b.mul(u, const_i64(MB))), const_i64(0))
-        mb_hi = kb.smin(b.sub(hi, b.mul(u, const_i64(MB))), const_i64(MB))
-        q0 = b.mul(pb, const_i64(NB))
         x_img = gep(kb, x_ptr, b.add(b.mul(n, const_i64(geo.C * geo.HW)), b.mul(gi, const_i64(geo.cg * geo.HW))))
         epi.begin_tile(kb, n)
-        # per-lane pixel coordinates of the block, for masks/indices
-        taps_info = None
-        if mode in ("taps", "packed"):
-            qv = [b.add(kb.splat(b.trunc(q0, I32), wl), iota(wl, 1) if v == 0 else ir.Constant(i32v, [v * wl + i for i in range(wl)])) for v in range(V)]
-            ohv = [b.sdiv(q, ci(geo.OW)) for q in qv]
-            owv = [b.sub(q, b.mul(oh, ci(geo.OW))) for q, oh in zip(qv, ohv)]
-            taps_info = (qv, ohv, owv)
+        if order == "mb":  # one channel block, a run of pixel blocks
+            mb = blk
 
-        def tap_masks(t, ih0, iw0, extra=None):
-            kh, kw = divmod(t, geo.KW)
-            out = []
-            for v in range(V):
-                ih = b.add(ih0[v], ci(kh * geo.dh))
-                iw = b.add(iw0[v], ci(kw * geo.dw))
-                m = b.and_(b.icmp_unsigned("<", ih, ci(geo.H)), b.icmp_unsigned("<", iw, ci(geo.W)))  # unsigned: also >= 0
-                if extra is not None:
-                    m = b.and_(m, extra[v])
-                out.append((m, ih, iw))
-            return out
+            def rows(nr):
+                with kb.loop(ilo, ihi, 1, "pb") as pb:
+                    q0 = b.mul(pb, const_i64(NB))
+                    masks = taps_masks(q0) if mode == "taps" else None
+                    col_variants(b.icmp_unsigned("==", pb, const_i64(PB - 1)),
+                                 lambda nv, mask: run_block(x_img, gi, q0, masks, mb, nr, nv, mask, 0, geo.cg, True, True))
 
-        if mode == "taps":
-            qv, ohv, owv = taps_info
-            ih0 = [b.sub(oh, ci(geo.pt)) for oh in ohv]
-            iw0 = [b.sub(ow, ci(geo.pl)) for ow in owv]
-            masks = [[m for m, _, _ in tap_masks(t, ih0, iw0)] for t in range(T)]
-            offs = [(divmod(t, geo.KW)[0] * geo.dh - geo.pt) * geo.W + divmod(t, geo.KW)[1] * geo.dw - geo.pl for t in range(T)]
+            row_variants(b.icmp_unsigned("==", mb, const_i64(MB - 1)), rows)
+            return
+        pb = blk  # one pixel block, a run of channel blocks
+        q0 = b.mul(pb, const_i64(NB))
+        masks = taps_masks(q0) if mode == "taps" else None
 
-        def w_tile(mb, c0):
-            """Pointer to the weights of (group gi, block mb) at input channel c0."""
-            if packed_w:
-                return gep(kb, w_ptr, add(kb, b.mul(b.add(b.mul(gi, const_i64(MB)), mb), const_i64(K * R)), mul(kb, c0, T * R)))
-            return gep(kb, w_ptr, add(kb, b.mul(b.add(b.mul(gi, const_i64(mg)), b.mul(mb, const_i64(R))), const_i64(K)), mul(kb, c0, T)))
+        def kblock(c0, ncb, first, last):
+            if mode == "packed":
+                pack_block(x_img, q0, c0, ncb)
 
-        def a_val_fn(wp, flat=False):
-            """A(k, tap, r): k counts input channels (or flattened (channel, tap) pairs when flat)."""
-            step = 1 if flat else T
-            if packed_w:
-                return lambda kk, s, r: kb.load(wp, add(kb, b.mul(kk, const_i64(step * R)), s * R + r))
-            return lambda kk, s, r: kb.load(wp, add(kb, b.mul(kk, const_i64(step)), r * K + s))
+            def cols(nv, mask):
+                with kb.loop(ilo, ihi, 1, "mb") as mb:
+                    row_variants(b.icmp_unsigned("==", mb, const_i64(MB - 1)),
+                                 lambda nr: run_block(x_img, gi, q0, masks, mb, nr, nv, mask, c0, ncb, first, last))
 
-        def run_block(mb, nr, nv, mask, c0, ncb, first, last):
-            """Accumulate input channels [c0, c0 + ncb) into the nr x nv tile of channel block mb.
+            col_variants(b.icmp_unsigned("==", pb, const_i64(PB - 1)), cols)
 
-            first/last: Python bools, or i1 values when K is blocked at run time (then the
-            partial sums of the earlier blocks come from the output, and go back there)."""
-            row0 = b.mul(mb, const_i64(R))
-            m_abs = b.add(b.mul(gi, const_i64(mg)), row0)
-            accs = []
-            for r in range(nr):
-                start = kb.splat(kb.load(bias_ptr, b.add(m_abs, const_i64(r))), wl) if bias_ptr is not None else zero_vec(wl)
-                if first is True:
-                    accs.append([start] * nv)
-                    continue
-                row = []
-                for v in range(nv):
-                    part = epi.load_partial(kb, b.add(m_abs, const_i64(r)), b.add(q0, const_i64(v * wl)), mask if v == nv - 1 else None)
-                    row.append(b.select(first, start, part))
-                accs.append(row)
-            wp = w_tile(mb, c0)
-            a_val = a_val_fn(wp)
-            if mode == "direct":
-                xb = gep(kb, x_img, q0)
-
-                def b_vec(kk, s, v):
-                    off = add(kb, b.mul(kk, const_i64(geo.HW)), v * wl)
-                    if PREFETCH and v % (64 // (4 * wl) or 1) == 0:
-                        prefetch(kb, xb, add(kb, off, NB))  # the next pixel block's row, streamed by the next tile
-                    return load_v(kb, xb, off, wl, mask if v == nv - 1 else None)
-
-                accs = _mk(kb, nr, nv, 0, ncb, 1, a_val, b_vec, accs)
-            elif mode == "taps":
-                xb = gep(kb, x_img, q0)
-
-                def b_vec(kk, s, v):
-                    row = b.mul(kk, const_i64(geo.HW))
-                    return load_v(kb, xb, add(kb, row, offs[s] + v * wl), wl, masks[s][v], inbounds=False)
-
-                accs = _mk(kb, nr, nv, 0, ncb, T, a_val, b_vec, accs)
-            else:  # the packed block is [ncb * T][NB]: one flat k loop (k = c*T + tap, as the weights)
-                a_flat = a_val_fn(wp, flat=True)
-                accs = _mk(kb, nr, nv, 0, mul(kb, ncb, T), 1, a_flat,
-                           lambda kk, s, v: kb.load_vec(pack, add(kb, b.mul(kk, const_i64(NB)), v * wl), wl), accs)
-
-            def finish():
-                epi.apply(kb, accs, m_abs, q0, mask)
-
-            def partial():
-                for r in range(nr):
-                    for v in range(nv):
-                        epi.store_partial(kb, accs[r][v], b.add(m_abs, const_i64(r)), b.add(q0, const_i64(v * wl)), mask if v == nv - 1 else None)
-
-            if last is True:
-                finish()
-            else:
-                branch_variants(kb, [(last, finish), (None, partial)])
-
-        def blocks(nv, mask, c0, ncb, first, last):
-            mask = tail_mask if nv != V or mask is not None else None
-            with kb.loop(mb_lo, mb_hi, 1, "mb") as mb:
-                if rt == R:
-                    run_block(mb, R, nv, mask, c0, ncb, first, last)
-                else:
-                    branch_variants(kb, [(b.icmp_unsigned("==", mb, const_i64(MB - 1)), lambda: run_block(mb, rt, nv, mask, c0, ncb, first, last)),
-                                         (None, lambda: run_block(mb, R, nv, mask, c0, ncb, first, last))])
-
-        def pack_block(c0, ncb):
-            """im2col of input channels [c0, c0 + ncb) for this pixel block into `pack` [(c*T + tap)][NB]."""
-            qv, ohv, owv = taps_info
-            ih0 = [b.sub(b.mul(oh, ci(geo.sh)), ci(geo.pt)) for oh in ohv]
-            iw0 = [b.sub(b.mul(ow, ci(geo.sw)), ci(geo.pl)) for ow in owv]
-            inside = [b.icmp_signed("<", q, ci(P)) for q in qv]
-            xc0 = gep(kb, x_img, mul(kb, c0, geo.HW))
-            with kb.loop(0, T, 1, "tap") as t:
-                kh = b.udiv(t, const_i64(geo.KW))
-                kw = b.sub(t, b.mul(kh, const_i64(geo.KW)))
-                dh = kb.splat(b.trunc(b.mul(kh, const_i64(geo.dh)), I32), wl)
-                dw = kb.splat(b.trunc(b.mul(kw, const_i64(geo.dw)), I32), wl)
-                idx, msk = [], []
-                for v in range(V):
-                    ih = b.add(ih0[v], dh)
-                    iw = b.add(iw0[v], dw)
-                    m = b.and_(b.icmp_unsigned("<", ih, ci(geo.H)), b.icmp_unsigned("<", iw, ci(geo.W)))
-                    msk.append(b.and_(m, inside[v]))
-                    idx.append(b.add(b.mul(ih, ci(geo.W)), iw))
-                dst = gep(kb, pack, b.mul(t, const_i64(NB)))
-                with kb.loop(0, ncb, 1, "pc") as c:
-                    xc = gep(kb, xc0, b.mul(c, const_i64(geo.HW)))
-                    for v in range(V):
-                        store_v(kb, gather_v(kb, xc, idx[v], msk[v]), dst, b.add(b.mul(c, const_i64(T * NB)), const_i64(v * wl)))
-
-        def cols(nv, mask, c0, ncb, first, last):
-            if vt == V and tail_mask is None:
-                blocks(V, None, c0, ncb, first, last)
-            else:
-                branch_variants(kb, [(b.icmp_unsigned("==", pb, const_i64(PB - 1)), lambda: blocks(vt, tail_mask, c0, ncb, first, last)),
-                                     (None, lambda: blocks(V, None, c0, ncb, first, last))])
-
-        if mode != "packed":
-            cols(V, None, 0, geo.cg, True, True)
-        elif nkb == 1:
-            pack_block(0, geo.cg)
-            cols(V, None, 0, geo.cg, True, True)
+        if nkb == 1:
+            kblock(0, geo.cg, True, True)
         else:
             with kb.loop(0, nkb, 1, "kblk") as kbi:
                 c0 = b.mul(kbi, const_i64(cb))
-                ncb = kb.smin(const_i64(cb), b.sub(const_i64(geo.cg), c0))
-                pack_block(c0, ncb)
-                cols(V, None, c0, ncb, b.icmp_unsigned("==", kbi, const_i64(0)), b.icmp_unsigned("==", kbi, const_i64(nkb - 1)))
+                kblock(c0, kb.smin(const_i64(cb), b.sub(const_i64(geo.cg), c0)),
+                       b.icmp_unsigned("==", kbi, const_i64(0)), b.icmp_unsigned("==", kbi, const_i64(nkb - 1)))
 
-    u_lo = b.udiv(lo, const_i64(MB))
-    u_hi = b.udiv(b.add(hi, const_i64(MB - 1)), const_i64(MB))
+    # this thread's tiles [lo, hi) of (outer, inner): whole runs of inner indices per outer index
+    u_lo = b.udiv(lo, const_i64(inner_n))
+    u_hi = b.udiv(b.add(hi, const_i64(inner_n - 1)), const_i64(inner_n))
     with kb.loop(u_lo, u_hi, 1, "grp") as u:
-        group_body(u)
+        base = b.mul(u, const_i64(inner_n))
+        group(u, kb.smax(b.sub(lo, base), const_i64(0)), kb.smin(b.sub(hi, base), const_i64(inner_n)))
 
 
 def _mk(kb, R, V, klo, khi, inner, a_val, b_vec, accs):

@@ -664,7 +664,6 @@ def emit_matmul(kb: KernelBuilder, plan: MatmulPlan, in_ptrs, epi: Epilogue, tid
         if b_sn != 1 and N > 1:
             mode = "pack" if K * NB * 4 <= PACK_BYTES else "gather"
     pack = entry_alloca(kb, F32, K * NB, name="bpack") if mode == "pack" else None
-    lane_n = iota(w)
 
     total = bt_n * NT * MT
     lo, hi = kb.thread_range(total, tid, nthreads)

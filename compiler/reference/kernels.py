@@ -7,18 +7,19 @@ and normalization kernels are in `kernels_nn.py`.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from dsc.dialects import graph as g
 from dsc.reference.evaluator import kernel
 
-_erf = np.vectorize(math.erf, otypes=[np.float64])
-
-
 def erf(x: np.ndarray) -> np.ndarray:
-    return _erf(x.astype(np.float64)).astype(x.dtype) if x.size else x
+    """erf in float64 (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7): vectorized, unlike math.erf."""
+    if not x.size:
+        return x
+    a = np.abs(x.astype(np.float64))
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return (np.sign(x) * (1.0 - poly * np.exp(-a * a))).astype(x.dtype)
 
 
 _UNARY = {

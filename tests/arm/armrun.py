@@ -81,15 +81,15 @@ def _feeds_in_order(manifest: dict, feeds: Mapping[str, object] | Sequence[objec
     return out
 
 
-def extract(artifact, feeds, workdir) -> dict:
+def extract(artifact, feeds, workdir, arch: str = "aarch64") -> dict:
     """Write what the harness reads into `workdir`: model.o, weights.bin, in<i>.bin, io.txt. Returns the manifest."""
     art = _read(artifact)
     m = art.manifest
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
-    arch = m["target"]["triple"].split("-")[0]
-    if arch != "aarch64":
-        raise ValueError(f"the artifact was compiled for {arch} (target '{m['target']['name']}'), not aarch64")
+    built_for = m["target"]["triple"].split("-")[0]
+    if built_for != arch:
+        raise ValueError(f"the artifact was compiled for {built_for} (target '{m['target']['name']}'), not {arch}")
     (work / "model.o").write_bytes(art.cpu_object)
     (work / "weights.bin").write_bytes(art.weights)
     lines = ["weights weights.bin", f"arena {max(int(m['arena_bytes']), 64)}"]
@@ -114,11 +114,11 @@ def build(workdir, cc: str = CC) -> Path:
     return exe
 
 
-def run(workdir, manifest: dict, inputs: list[np.ndarray] | None = None, qemu_cpu: str | None = None, timeout: float = 900) -> list[np.ndarray]:
-    """Run the built harness under qemu-aarch64; returns the outputs in manifest order."""
+def run(workdir, manifest: dict, inputs: list[np.ndarray] | None = None, qemu_cpu: str | None = None, timeout: float = 900, native: bool = False) -> list[np.ndarray]:
+    """Run the built harness under qemu-aarch64 (or directly, `native`); returns the outputs in manifest order."""
     work = Path(workdir)
     cpu = qemu_cpu or QEMU_CPU.get(manifest["target"]["name"], "max")
-    cmd = [QEMU, "-cpu", cpu, "./run", "io.txt"]
+    cmd = ["./run", "io.txt"] if native else [QEMU, "-cpu", cpu, "./run", "io.txt"]
     r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} (in {work}) exited with {r.returncode}:\n{r.stdout}{r.stderr}")
