@@ -37,8 +37,14 @@ def optimize(module: ModuleOp, target: Target, options: CompileOptions = Compile
     return module
 
 
-def codegen(module: ModuleOp, target: Target, source: str | None = None, options: CompileOptions = CompileOptions()) -> bytes:
-    """Planned kernel IR -> artifact bytes."""
+def codegen(module: ModuleOp, target: Target, source: str | None = None, options: CompileOptions = CompileOptions(), gpu_emulation: bool = False) -> bytes:
+    """Planned kernel IR -> artifact bytes.
+
+    CPU+GPU targets (cuda, sm_XY, orin) go through the CUDA backend: CPU
+    kernels as native code in segments, GPU kernels as PTX, and a schedule
+    (dsc/backends/cuda/codegen.py). `gpu_emulation` also packs the GPU
+    kernels built for this CPU, which dsc's GPU emulator runs (tests).
+    """
     from dsc.artifact_writer import build_artifact
     from dsc.backends.cpu.codegen import generate
     from dsc.backends.cpu.target import cpu_target_for
@@ -46,9 +52,15 @@ def codegen(module: ModuleOp, target: Target, source: str | None = None, options
 
     _check_codegen(target)
     cpu = cpu_target_for(target)
-    prog = generate(module, cpu)
     f = main_func(module)
     opts = {"precision": options.precision, "amp_level": options.amp_level, "place": list(options.place)}
+    if target.has_gpu:
+        from dsc.backends.cuda.codegen import generate as generate_hetero
+        from dsc.backends.cuda.target import gpu_target
+
+        hp = generate_hetero(module, cpu, gpu_target(target.sm), emulate=gpu_emulation)
+        return build_artifact(hp.cpu, cpu, target.name, arg_names(f), result_names(f), source, opts, gpu=hp.gpu, segments=hp.segments)
+    prog = generate(module, cpu)
     return build_artifact(prog, cpu, target.name, arg_names(f), result_names(f), source, opts)
 
 
@@ -57,9 +69,10 @@ def _check_codegen(target: Target) -> None:
     if target.reference:
         raise TargetError("the reference target evaluates with NumPy and produces no artifact", hint="use `dsc run MODEL --target reference`, or compile for host")
     if target.has_gpu:
-        # Until the CUDA backend lands, a CPU+GPU target is refused rather than silently
-        # compiled for its CPU alone: its pipeline places kernels on the GPU.
-        raise TargetError(f"GPU code generation (target '{target.name}', {target.sm}) is not available in this version of dsc", hint=_cpu_only_hint(target))
+        from dsc.backends.cuda.target import PTX_ISA
+
+        if target.sm not in PTX_ISA:
+            raise TargetError(f"GPU code generation for {target.sm} (target '{target.name}') is not available", hint=_cpu_only_hint(target))
 
 
 def _cpu_only_hint(target: Target) -> str:
@@ -78,12 +91,13 @@ def compile_module(
     options: CompileOptions = CompileOptions(),
     dump: DumpOptions | None = None,
     source: str | None = None,
+    gpu_emulation: bool = False,
 ) -> bytes:
     """Compile a graph-dialect module (from any frontend) to artifact bytes."""
     tgt = get_target(target)
     _check_codegen(tgt)
     optimize(module, tgt, options, dump)
-    return codegen(module, tgt, source, options)
+    return codegen(module, tgt, source, options, gpu_emulation)
 
 
 def compile(
@@ -94,13 +108,14 @@ def compile(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     options: CompileOptions = CompileOptions(),
     dump: DumpOptions | None = None,
+    gpu_emulation: bool = False,
 ) -> bytes:
     """Compile an ONNX model (path or ModelProto) for a target; returns (and optionally writes) the artifact."""
     from dsc.frontends.onnx import import_onnx
 
     get_target(target)  # an unknown target fails before the import work
     module = import_onnx(model, input_shapes=input_shapes)
-    data = compile_module(module, target, options=options, dump=dump, source=source_hash(model))
+    data = compile_module(module, target, options=options, dump=dump, source=source_hash(model), gpu_emulation=gpu_emulation)
     if output:
         try:
             with open(output, "wb") as f:

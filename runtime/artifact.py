@@ -5,6 +5,10 @@
                     every member and of the source model, the execution plan
     weights.bin     all constants, each 64-byte aligned, in the kernels' layouts
     cpu/<triple>.o  native object code exposing dsc_run (see backends/cpu/codegen.py)
+    gpu/<sm>.ptx    CPU+GPU targets: PTX of the GPU kernels (see backends/cuda/codegen.py);
+                    the manifest's "gpu" (SM, PTX ISA, device arena) and plan.schedule
+                    (CPU segments, transfers, kernel launches) say how to run them
+    gpu/emu-<arch>.o  optionally, the GPU kernels built for the CPU (runtime/gpu_emulator.py)
 
 `read_artifact` refuses, with a message saying what to do, anything that is
 not such a file, a truncated file, an altered member (hash mismatch), a newer
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from dsc.runtime.errors import ArtifactError, TargetError
 
 FORMAT = "dsc-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this runtime reads: 1 CPU only, 2 adds GPU code and a schedule
 
 
 @dataclass

@@ -59,6 +59,7 @@ class NativeModule:
 
             raise ArtifactError("the artifact's native code has no dsc_run entry point", hint="recompile the model with this version of dsc")
         self._fn = _RUN(addr)
+        self._entries = {"dsc_run": self._fn}
         self.num_threads = max(1, num_threads or os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(self.num_threads - 1, thread_name_prefix="dsc") if self.num_threads > 1 else None
         # One inference at a time owns the pool (the steps of a call spin-wait for all its
@@ -66,19 +67,32 @@ class NativeModule:
         # single-threaded in its caller's thread instead.
         self._pool_lock = threading.Lock()
 
-    def run(self, inputs: list[np.ndarray], outputs: list[np.ndarray], weights: np.ndarray, arena: np.ndarray) -> None:
+    def entry(self, name: str):
+        """Another entry point with dsc_run's signature (e.g. a CPU segment `dsc_seg0` of a CPU+GPU artifact)."""
+        fn = self._entries.get(name)
+        if fn is None:
+            addr = self._engine.get_function_address(name)
+            if not addr:
+                from dsc.runtime.errors import ArtifactError
+
+                raise ArtifactError(f"the artifact's native code has no {name} entry point", hint="recompile the model with this version of dsc")
+            fn = self._entries[name] = _RUN(addr)
+        return fn
+
+    def run(self, inputs: list[np.ndarray], outputs: list[np.ndarray], weights: np.ndarray, arena: np.ndarray, entry: str = "dsc_run") -> None:
+        fn = self._fn if entry == "dsc_run" else self.entry(entry)
         ins = (ctypes.c_void_p * max(len(inputs), 1))(*[a.ctypes.data for a in inputs])
         outs = (ctypes.c_void_p * max(len(outputs), 1))(*[a.ctypes.data for a in outputs])
         barrier = np.zeros(8, dtype=np.int64)  # count, generation (own cache line per call)
         args = (ins, outs, weights.ctypes.data, arena.ctypes.data)
         bar = barrier.ctypes.data
         if self._pool is None or not self._pool_lock.acquire(blocking=False):
-            self._fn(*args, 0, 1, bar)
+            fn(*args, 0, 1, bar)
             return
         try:
             n = self.num_threads
-            futures = [self._pool.submit(self._fn, *args, t, n, bar) for t in range(1, n)]
-            self._fn(*args, 0, n, bar)
+            futures = [self._pool.submit(fn, *args, t, n, bar) for t in range(1, n)]
+            fn(*args, 0, n, bar)
             for f in futures:
                 f.result()
         finally:

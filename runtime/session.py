@@ -7,6 +7,12 @@
 Inputs are checked before any native call: names, shapes and dtypes
 (converted when NumPy can cast safely, refused otherwise), made contiguous.
 `run` is safe from several threads at once: each call gets its own arena.
+
+Artifacts for a CPU+GPU target run through `GpuExecutor`
+(dsc/runtime/cuda_executor.py: pycuda, one device arena, CUDA graphs); their
+inputs may also be device arrays (`__cuda_array_interface__`). `gpu="emulate"`
+runs their GPU kernels on dsc's CPU emulator instead (artifacts compiled with
+gpu_emulation=True; for tests).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ def _args(specs: list[dict]) -> list[NodeArg]:
 
 
 class Session:
-    def __init__(self, artifact: Artifact, num_threads: int | None = None):
+    def __init__(self, artifact: Artifact, num_threads: int | None = None, gpu: str | object | None = None):
         from dsc.runtime.native import NativeModule
 
         preflight(artifact)
@@ -47,8 +53,26 @@ class Session:
         self._outputs = _args(self.manifest["outputs"])
         self._weights = np.frombuffer(artifact.weights, dtype=np.uint8) if artifact.weights else np.zeros(64, np.uint8)
         self._arena_bytes = max(int(self.manifest["arena_bytes"]), 64)
+        self._gpu = None
+        if "gpu" in self.manifest:
+            from dsc.runtime.cuda_executor import GpuExecutor
+
+            driver = gpu
+            if gpu == "emulate":
+                from dsc.runtime.gpu_emulator import EmuDriver
+
+                driver = EmuDriver()
+            # the GPU check (and pycuda's) comes before any native code loads
+            self._gpu = GpuExecutor.prepare(artifact, driver)
         self._native = NativeModule(artifact.cpu_object, num_threads)
+        if self._gpu is not None:
+            self._gpu = self._gpu(self._native)
         self._sources = self.manifest["plan"]["output_sources"]
+
+    @property
+    def gpu_executor(self):
+        """The GpuExecutor of a CPU+GPU artifact (None for CPU artifacts)."""
+        return self._gpu
 
     @property
     def num_threads(self) -> int:
@@ -72,6 +96,9 @@ class Session:
         out = []
         for a in self._inputs:
             x = feeds[a.name]
+            if self._gpu is not None and not isinstance(x, np.ndarray) and hasattr(x, "__cuda_array_interface__"):
+                out.append(x)  # a device array: checked by the GPU executor, copied device to device
+                continue
             x = np.asarray(x)
             if x.dtype != a.dtype:
                 if not np.can_cast(x.dtype, a.dtype, "safe"):
@@ -84,9 +111,12 @@ class Session:
 
     def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, object]) -> list[np.ndarray]:
         ins = self._check(input_feed)
-        outs = [np.empty(a.shape, a.dtype) for a in self._outputs]
-        arena = np.empty(self._arena_bytes, np.uint8)
-        self._native.run(ins, outs, self._weights, arena)
+        if self._gpu is not None:
+            outs = self._gpu.run(ins)
+        else:
+            outs = [np.empty(a.shape, a.dtype) for a in self._outputs]
+            arena = np.empty(self._arena_bytes, np.uint8)
+            self._native.run(ins, outs, self._weights, arena)
         for j, src in enumerate(self._sources):
             if src is not None:  # an output that is an input, a weight or another output
                 outs[j][...] = self._buffer(src, ins, outs)
@@ -108,6 +138,10 @@ class Session:
         return np.frombuffer(self._weights[src["index"] : src["index"] + n].tobytes(), dt).reshape(shape)
 
 
-def load(path_or_bytes, num_threads: int | None = None) -> Session:
-    """Load a compiled artifact (.dsc path, or its bytes) for inference; num_threads defaults to all cores."""
-    return Session(read_artifact(path_or_bytes), num_threads)
+def load(path_or_bytes, num_threads: int | None = None, gpu: str | object | None = None) -> Session:
+    """Load a compiled artifact (.dsc path, or its bytes) for inference; num_threads defaults to all cores.
+
+    `gpu` (CPU+GPU artifacts only): None runs on CUDA device 0 through pycuda;
+    "emulate" on dsc's GPU emulator (artifacts built with gpu_emulation=True).
+    """
+    return Session(read_artifact(path_or_bytes), num_threads, gpu)

@@ -112,10 +112,17 @@ def test_inspect_shows_aarch64(tmp_path, capsys):
     assert "orin-cpu (aarch64-unknown-linux-gnu, cpu cortex-a78ae" in text and "cpu/aarch64.o" in text
 
 
-def test_orin_with_gpu_is_refused_with_a_cpu_only_hint():
-    with pytest.raises(TargetError, match="GPU code generation") as e:
-        dsc.compile(zoo.build("mlp", small=True), target="orin")
-    assert "--target orin-cpu" in e.value.hint
+def test_orin_with_gpu():
+    """Without the CUDA backend, `orin` is refused with a hint to use orin-cpu; with it, one artifact holds aarch64 + sm_87."""
+    try:
+        data = dsc.compile(zoo.build("mlp", small=True), target="orin")
+    except TargetError as e:
+        assert "GPU code generation" in str(e) and "--target orin-cpu" in e.hint
+        return
+    m = members(data)
+    manifest = json.loads(m["manifest.json"])
+    assert manifest["target"]["triple"].startswith("aarch64") and "sm_87" in json.dumps(manifest)
+    assert "cpu/aarch64.o" in m
 
 
 # ------------------------------------------------------------------ the runtime's preflight
@@ -229,7 +236,7 @@ def test_harness_rejects_wrong_input_size(tmp_path):
     manifest = armrun.extract(data, feeds, tmp_path)
     armrun.build(tmp_path)
     (tmp_path / "in0.bin").write_bytes(b"\0" * 12)
-    r = subprocess.run([armrun.QEMU, "./run", "io.txt"], cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run([armrun.QEMU, "./run", "io.txt"], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert r.returncode == 2 and "the model takes" in r.stderr
     assert manifest["target"]["name"] == "aarch64"
 
@@ -262,7 +269,7 @@ def test_python_runtime_on_arm64(name, threads, tmp_path):
     np.savez(tmp_path / "feeds.npz", **feeds)
     env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'pkg'}:{site}", "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = [armrun.QEMU, "-L", str(root), str(root / "usr/bin/python3.11"), str(repo / "tests/arm/runtime_run.py"), "m.dsc", "feeds.npz", "out.npz", str(threads)]
-    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.startswith("aarch64: ")
     got = list(np.load(tmp_path / "out.npz").values())

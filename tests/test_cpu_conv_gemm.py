@@ -8,10 +8,6 @@ than op by op.
 
 import numpy as np
 import pytest
-from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Block, Region
-
 from cpu_utils import check_native, outline_each
 from dsc.backends.cpu import emit_conv, emit_gemm
 from dsc.backends.cpu.codegen import generate
@@ -21,10 +17,13 @@ from dsc.dialects.tensor_types import tensor_type
 from dsc.reference import run_module
 from dsc.runtime.native import NativeModule
 from dsc.targets import get_target
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Block, Region
 
 F32 = np.float32
-TOL = dict(rtol=1e-4, atol=1e-4)
-ALL = lambda ops: [ops]  # noqa: E731  (one kernel holding every op)
+TOL = {"rtol": 1e-4, "atol": 1e-4}
+ALL = lambda ops: [ops]
 
 
 def build(arg_shapes, body):
@@ -155,7 +154,7 @@ def test_conv_loop_orders(monkeypatch, order, k, pad):
     monkeypatch.setattr(emit_conv, "FORCE_ORDER", order)
     rng = np.random.default_rng(27)
     res = rand(rng, 2, 45, 9, 11)
-    epilogue = lambda y, add: add(g.ReluOp.make([add(g.AddOp.make([y, add(cst(res, "r"))]))]))  # noqa: E731
+    epilogue = lambda y, add: add(g.ReluOp.make([add(g.AddOp.make([y, add(cst(res, "r"))]))]))
     mod, ins = conv_module(rng, (2, 24, 9, 11), 45, k, 1, pad, epilogue=epilogue)
     check_native(mod, ins, group=ALL, **TOL)
 
@@ -417,8 +416,8 @@ def test_fusion_pass_kernels():
     from dsc.passes.fold_batchnorm import FoldBatchNormPass
     from dsc.passes.fuse_conv_bn_relu import FuseConvBnReluPass
     from dsc.passes.fuse_matmul_epilogue import FuseMatmulEpiloguePass
-    from dsc.passes.plan_memory import PlanMemoryPass
     from dsc.passes.outline_kernels import OutlineKernelsPass
+    from dsc.passes.plan_memory import PlanMemoryPass
     from xdsl.context import Context
 
     rng = np.random.default_rng(25)

@@ -185,6 +185,7 @@ class Codegen:
         arena = self.fn.attributes.get("dsc.arena")
         self.arena_bytes = int(arena.data["cpu"].value.data) if arena is not None and "cpu" in arena.data else 0
         self.scratch_bytes = 0
+        self._fn_cache: dict[str, str] = {}
 
     # ----------------------------------------------------------- buffers
     def _assign_buffers(self) -> tuple[list[BufRef], list[BufRef], list[BufRef | None]]:
@@ -254,6 +255,15 @@ class Codegen:
         kb.b.ret_void()
         if [a.dtype for a in ctx.args] != [a.dtype for a in args]:
             raise DscError(f"emitter of {label} changed an argument's dtype")
+        # identical steps (same ops, shapes and attributes: e.g. the repeated blocks of a
+        # ResNet stage) share one function, which divides LLVM's optimization time
+        key = str(fn).replace(f'@"{name}"', "@STEP", 1)
+        shared = self._fn_cache.get(key)
+        if shared is not None:
+            del self.llmod.globals[name]
+            name = shared
+        else:
+            self._fn_cache[key] = name
         self.steps.append(Step(name, ctx.args, label))
 
     def _emit_kernel(self, kop: k.FusedOp) -> None:

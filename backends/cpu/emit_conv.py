@@ -38,8 +38,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from llvmlite import ir
-
 from dsc.backends.cpu.codegen import fused_emitter, op_emitter
 from dsc.backends.cpu.emit_gemm import (
     Epilogue,
@@ -47,7 +45,6 @@ from dsc.backends.cpu.emit_gemm import (
     add,
     branch_variants,
     c64,
-    carried_loop,
     choose_tile,
     const_mask,
     content_hash,
@@ -59,8 +56,9 @@ from dsc.backends.cpu.emit_gemm import (
     kernel_sources,
     lanes_of,
     load_v,
-    prefetch,
+    microkernel,
     mul,
+    prefetch,
     split_kernel,
     store_v,
     zero_vec,
@@ -70,6 +68,7 @@ from dsc.dialects import graph as g
 from dsc.dialects import kernel as k
 from dsc.dialects.tensor_types import sig_of
 from dsc.runtime.errors import DscError
+from llvmlite import ir
 
 F32_DT = np.dtype(np.float32)
 PACK_BYTES = 128 * 1024  # per-thread stack buffer of the packed path
@@ -167,7 +166,9 @@ def emit_conv_gemm(kb: KernelBuilder, geo: ConvGeom, x_ptr, w_index: int, bias_p
     mode = geo.mode
     K = geo.cg * geo.T
     mg, P, T = geo.mg, geo.P, geo.T
-    R, V = choose_tile(mg, P, K, wl, ctx.target.registers - (2 if mode == "taps" else 0))
+    wt = ctx.consts[w_index]
+    packed_w = wt is not None and w_single_use
+    R, V = choose_tile(mg, P, K, wl, ctx.target.registers - (2 if mode == "taps" else 0), pad_rows=packed_w)
     NB = V * wl
     MB = -(-mg // R)
     PB = -(-P // NB)
@@ -177,8 +178,6 @@ def emit_conv_gemm(kb: KernelBuilder, geo: ConvGeom, x_ptr, w_index: int, bias_p
     lane_last = ncol_last - (vt - 1) * wl
     tail_mask = None if lane_last == wl else const_mask(wl, lane_last)
 
-    wt = ctx.consts[w_index]
-    packed_w = wt is not None and w_single_use
     if packed_w:
         ctx.repack(w_index, _pack_weights(wt, geo, R), f"conv_w_R{R}:{content_hash(np.asarray(wt), wt.shape, geo.G)}")
     w_ptr = in_ptrs[w_index]
@@ -235,22 +234,29 @@ def emit_conv_gemm(kb: KernelBuilder, geo: ConvGeom, x_ptr, w_index: int, bias_p
             return lambda kk, s, r: kb.load(wp, add(kb, b.mul(kk, const_i64(step * R)), s * R + r))
         return lambda kk, s, r: kb.load(wp, add(kb, b.mul(kk, const_i64(step)), r * K + s))
 
-    def run_block(x_img, gi, q0, masks, mb, nr, nv, mask, c0, ncb, first, last):
+    def run_block(x_img, gi, q0, masks, mb, nr, nv, mask, c0, ncb, first, last, tail_ok=None):
         """Accumulate input channels [c0, c0 + ncb) into the nr x nv tile (channel block mb, pixels q0..).
 
         first/last: Python bools, or i1 values when K is blocked at run time (then the
-        partial sums of the earlier blocks come from the output, and go back there)."""
+        partial sums of the earlier blocks come from the output, and go back there).
+        tail_ok: with zero-padded weights, rows >= rt exist only when this i1 is true (not the
+        last channel block); they are computed anyway and neither read nor stored otherwise."""
         row0 = b.mul(mb, const_i64(R))
         m_abs = b.add(b.mul(gi, const_i64(mg)), row0)
+
+        def row_of(r):  # the channel of row r; rows past the end read the last real channel's data
+            ch = b.add(m_abs, const_i64(r))
+            return ch if tail_ok is None or r < rt else b.select(tail_ok, ch, b.add(m_abs, const_i64(rt - 1)))
+
         accs = []
         for r in range(nr):
-            start = kb.splat(kb.load(bias_ptr, b.add(m_abs, const_i64(r))), wl) if bias_ptr is not None else zero_vec(wl)
+            start = kb.splat(kb.load(bias_ptr, row_of(r)), wl) if bias_ptr is not None else zero_vec(wl)
             if first is True:
                 accs.append([start] * nv)
                 continue
             row = []
             for v in range(nv):
-                part = epi.load_partial(kb, b.add(m_abs, const_i64(r)), b.add(q0, const_i64(v * wl)), mask if v == nv - 1 else None)
+                part = epi.load_partial(kb, row_of(r), b.add(q0, const_i64(v * wl)), mask if v == nv - 1 else None)
                 row.append(b.select(first, start, part))
             accs.append(row)
         if packed_w:
@@ -267,25 +273,36 @@ def emit_conv_gemm(kb: KernelBuilder, geo: ConvGeom, x_ptr, w_index: int, bias_p
                     prefetch(kb, xb, add(kb, off, NB))  # the next pixel block's row, streamed by the next tile
                 return load_v(kb, xb, off, wl, mask if v == nv - 1 else None)
 
-            accs = _mk(kb, nr, nv, 0, ncb, 1, a_val, b_vec, accs)
+            accs = microkernel(kb, nr, nv, 0, ncb, a_val, b_vec, accs)
         elif mode == "taps":
             xb = gep(kb, x_img, q0)
 
             def b_vec(kk, s, v):
                 return load_v(kb, xb, add(kb, b.mul(kk, const_i64(geo.HW)), offs[s] + v * wl), wl, masks[s][v], inbounds=False)
 
-            accs = _mk(kb, nr, nv, 0, ncb, T, a_val, b_vec, accs)
+            accs = microkernel(kb, nr, nv, 0, ncb, a_val, b_vec, accs, inner=T)
         else:  # the packed block is [ncb * T][NB]: one flat k loop (k = c*T + tap, as the weights)
-            accs = _mk(kb, nr, nv, 0, mul(kb, ncb, T), 1, a_val_fn(wp, flat=True),
-                       lambda kk, s, v: kb.load_vec(pack, add(kb, b.mul(kk, const_i64(NB)), v * wl), wl), accs)
+            accs = microkernel(kb, nr, nv, 0, mul(kb, ncb, T), a_val_fn(wp, flat=True),
+                               lambda kk, s, v: kb.load_vec(pack, add(kb, b.mul(kk, const_i64(NB)), v * wl), wl), accs)
+
+        def guarded(fn):  # fn(r) for every row, rows >= rt only when they exist
+            for r in range(nr):
+                if tail_ok is not None and r == rt:
+                    with b.if_then(tail_ok):
+                        for r2 in range(rt, nr):
+                            fn(r2)
+                    return
+                fn(r)
 
         def finish():
-            epi.apply(kb, accs, m_abs, q0, mask)
+            guarded(lambda r: epi.apply(kb, [accs[r]], b.add(m_abs, const_i64(r)), q0, mask))
 
         def partial():
-            for r in range(nr):
+            def one(r):
                 for v in range(nv):
                     epi.store_partial(kb, accs[r][v], b.add(m_abs, const_i64(r)), b.add(q0, const_i64(v * wl)), mask if v == nv - 1 else None)
+
+            guarded(one)
 
         if last is True:
             finish()
@@ -293,16 +310,22 @@ def emit_conv_gemm(kb: KernelBuilder, geo: ConvGeom, x_ptr, w_index: int, bias_p
             branch_variants(kb, [(last, finish), (None, partial)])
 
     def row_variants(is_last_mb, fn):
-        """fn(nr) for the full channel block, or the last (shorter) one."""
+        """fn(nr, tail_ok) for the full channel block, or the last (shorter) one: one code path
+        when the weights are zero padded to R rows, else two."""
         if rt == R:
-            fn(R)
+            fn(R, None)
+        elif packed_w:
+            fn(R, b.not_(is_last_mb))
         else:
-            branch_variants(kb, [(is_last_mb, lambda: fn(rt)), (None, lambda: fn(R))])
+            branch_variants(kb, [(is_last_mb, lambda: fn(rt, None)), (None, lambda: fn(R, None))])
 
     def col_variants(is_last_pb, fn):
-        """fn(nv, mask) for a full pixel block, or the last one (fewer vectors, masked lanes)."""
-        if vt == V and tail_mask is None:
+        """fn(nv, mask) for a full pixel block, or the last one (masked lanes; fewer vectors
+        takes a second code path)."""
+        if tail_mask is None and vt == V:
             fn(V, None)
+        elif vt == V:
+            fn(V, b.select(is_last_pb, tail_mask, const_mask(wl, wl)))
         else:
             branch_variants(kb, [(is_last_pb, lambda: fn(vt, tail_mask)), (None, lambda: fn(V, None))])
 
@@ -342,12 +365,12 @@ def emit_conv_gemm(kb: KernelBuilder, geo: ConvGeom, x_ptr, w_index: int, bias_p
         if order == "mb":  # one channel block, a run of pixel blocks
             mb = blk
 
-            def rows(nr):
+            def rows(nr, tail_ok):
                 with kb.loop(ilo, ihi, 1, "pb") as pb:
                     q0 = b.mul(pb, const_i64(NB))
                     masks = taps_masks(q0) if mode == "taps" else None
                     col_variants(b.icmp_unsigned("==", pb, const_i64(PB - 1)),
-                                 lambda nv, mask: run_block(x_img, gi, q0, masks, mb, nr, nv, mask, 0, geo.cg, True, True))
+                                 lambda nv, mask: run_block(x_img, gi, q0, masks, mb, nr, nv, mask, 0, geo.cg, True, True, tail_ok))
 
             row_variants(b.icmp_unsigned("==", mb, const_i64(MB - 1)), rows)
             return
@@ -362,7 +385,7 @@ def emit_conv_gemm(kb: KernelBuilder, geo: ConvGeom, x_ptr, w_index: int, bias_p
             def cols(nv, mask):
                 with kb.loop(ilo, ihi, 1, "mb") as mb:
                     row_variants(b.icmp_unsigned("==", mb, const_i64(MB - 1)),
-                                 lambda nr: run_block(x_img, gi, q0, masks, mb, nr, nv, mask, c0, ncb, first, last))
+                                 lambda nr, tail_ok: run_block(x_img, gi, q0, masks, mb, nr, nv, mask, c0, ncb, first, last, tail_ok))
 
             col_variants(b.icmp_unsigned("==", pb, const_i64(PB - 1)), cols)
 
@@ -382,24 +405,6 @@ def emit_conv_gemm(kb: KernelBuilder, geo: ConvGeom, x_ptr, w_index: int, bias_p
         group(u, kb.smax(b.sub(lo, base), const_i64(0)), kb.smin(b.sub(hi, base), const_i64(inner_n)))
 
 
-def _mk(kb, R, V, klo, khi, inner, a_val, b_vec, accs):
-    """The micro-kernel with `inner` sub-steps (taps) per k: accs[r][v] += A(k, s, r) * B(k, s, v)."""
-    w = accs[0][0].type.count
-
-    def body(kk, flat):
-        flat = list(flat)
-        for s in range(inner):
-            bs = [b_vec(kk, s, v) for v in range(V)]
-            for r in range(R):
-                a = kb.splat(a_val(kk, s, r), w)
-                for v in range(V):
-                    flat[r * V + v] = kb.fma(a, bs[v], flat[r * V + v])
-        return flat
-
-    flat = carried_loop(kb, klo, khi, [a for row in accs for a in row], body)
-    return [flat[r * V : (r + 1) * V] for r in range(R)]
-
-
 # ===================================================================== depthwise
 
 
@@ -408,7 +413,6 @@ def emit_conv_depthwise(kb: KernelBuilder, geo: ConvGeom, x_ptr, w_ptr, bias_ptr
     wl = lanes_of(ctx)
     mult = geo.mg  # output channels per input channel
     T = geo.T
-    i32v = vec(wl, I32)
     rows = geo.N * geo.M * geo.OH
     lo, hi = kb.thread_range(rows, tid, nthreads, grain=max(1, min(geo.OH, 4)))
     NV = -(-geo.OW // wl)
@@ -570,4 +574,4 @@ def emit_fused_conv(kb, kop, in_ptrs, out_ptrs, tid, nthreads, ctx):
     _emit(kb, conv, geo, ptrs, index[w_arg], in_ptrs, epi, tid, nthreads, ctx, w_arg.uses.get_length() == 1)
 
 
-__all__ = ["ConvGeom", "conv_geom", "emit_conv_gemm", "emit_conv_depthwise"]
+__all__ = ["ConvGeom", "conv_geom", "emit_conv_depthwise", "emit_conv_gemm"]

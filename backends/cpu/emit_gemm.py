@@ -33,12 +33,9 @@ one thread reuses a column block of B from its cache) with
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from llvmlite import ir
-
 from dsc.backends.cpu.codegen import fused_emitter, op_emitter
 from dsc.backends.cpu.emit_elementwise import ELEMENTWISE, broadcast_strides, compute
 from dsc.backends.cpu.irb import F32, I1, I32, I64, KernelBuilder, const_i64, vec
@@ -46,6 +43,7 @@ from dsc.dialects import graph as g
 from dsc.dialects import kernel as k
 from dsc.dialects.tensor_types import sig_of
 from dsc.runtime.errors import DscError
+from llvmlite import ir
 
 F32_DT = np.dtype(np.float32)
 
@@ -229,29 +227,33 @@ def content_hash(*parts) -> str:
 # ===================================================================== micro-kernel
 
 
-def microkernel(kb: KernelBuilder, R: int, V: int, klo, khi, a_val, b_vec, accs: list[list], name: str = "k") -> list[list]:
-    """Run the register block over k in [klo, khi): accs[r][v] += A(r, k) * B(k, v).
+def microkernel(kb: KernelBuilder, R: int, V: int, klo, khi, a_val, b_vec, accs: list[list], inner: int = 1) -> list[list]:
+    """Run the register block over k in [klo, khi): accs[r][v] += A(k, s, r) * B(k, s, v)
+    for the `inner` sub-steps s of each k (conv taps; 1 for a plain GEMM).
 
-    a_val(k, r) -> f32 scalar; b_vec(k, v) -> <W x float>.
+    a_val(k, s, r) -> f32 scalar; b_vec(k, s, v) -> <W x float>.
     """
     w = accs[0][0].type.count
 
     def body(kk, flat):
-        bs = [b_vec(kk, v) for v in range(V)]
-        out = []
-        for r in range(R):
-            a = kb.splat(a_val(kk, r), w)
-            for v in range(V):
-                out.append(kb.fma(a, bs[v], flat[r * V + v]))
-        return out
+        flat = list(flat)
+        for s in range(inner):
+            bs = [b_vec(kk, s, v) for v in range(V)]
+            for r in range(R):
+                a = kb.splat(a_val(kk, s, r), w)
+                for v in range(V):
+                    flat[r * V + v] = kb.fma(a, bs[v], flat[r * V + v])
+        return flat
 
-    flat = carried_loop(kb, klo, khi, [a for row in accs for a in row], body, name=name)
+    flat = carried_loop(kb, klo, khi, [a for row in accs for a in row], body)
     return [flat[r * V : (r + 1) * V] for r in range(R)]
 
 
-def choose_tile(M: int, ncols: int, K: int, w: int, regs: int, max_rows: int = 16) -> tuple[int, int]:
+def choose_tile(M: int, ncols: int, K: int, w: int, regs: int, max_rows: int = 16, pad_rows: bool = False) -> tuple[int, int]:
     """(R rows, V vectors) minimizing a cycle model: per k, R*V FMAs and R+V loads at 2/cycle,
-    at least 4 cycles (FMA latency over the accumulators), plus a per-tile overhead."""
+    at least 4 cycles (FMA latency over the accumulators), the B vectors at L2 bandwidth,
+    plus a per-tile overhead.
+    pad_rows: the last row block is computed at full height (padded or shifted)."""
     nv = -(-ncols // w)
     best = None
     for R in range(1, min(M, max_rows) + 1):
@@ -259,10 +261,13 @@ def choose_tile(M: int, ncols: int, K: int, w: int, regs: int, max_rows: int = 1
             if R * V + V + 2 > regs:
                 continue
             mt, rt = divmod(M, R)
+            if pad_rows and rt:
+                mt, rt = mt + 1, 0
             nt, vt = divmod(nv, V)
 
             def cost(r, v):
-                return K * (max(r * v / 2, (r + v) / 2, 4) + 0.6) + 3 * r * v + 40
+                # B streams from L2 (~24 bytes/cycle): wide tiles starve; A broadcasts hit L1
+                return K * (max(r * v / 2, (r + v) / 2, 4, v * w * 4 / 24) + 0.6) + 3 * r * v + 40
 
             c = mt * nt * cost(R, V)
             if rt:
@@ -393,7 +398,7 @@ class Epilogue:
                     return False
                 known.add(op.result)
                 continue
-            if not (isinstance(op, ELEMENTWISE) or isinstance(op, g.BatchNormOp)) or len(op.results) != 1:
+            if not isinstance(op, (*ELEMENTWISE, g.BatchNormOp)) or len(op.results) != 1:
                 return False
             if isinstance(op, g.CastOp | g.BroadcastToOp):
                 return False
@@ -628,11 +633,11 @@ def emit_matmul(kb: KernelBuilder, plan: MatmulPlan, in_ptrs, epi: Epilogue, tid
     M, N, K = plan.M, plan.N, plan.K
     lay = epi.layout
     bt_n = int(np.prod(plan.bshape)) if plan.bshape else 1
-    R, V = choose_tile(M, N, K, w, ctx.target.registers)
+    R, V = choose_tile(M, N, K, w, ctx.target.registers, pad_rows=True)
     NB = V * w
     MT = -(-M // R)
     NT = -(-N // NB)
-    rt = M - (MT - 1) * R
+    rt = M - (MT - 1) * R  # rows of the last row tile (computed shifted, at full height)
     ncol_last = N - (NT - 1) * NB
     vt = -(-ncol_last // w)
     lane_last = ncol_last - (vt - 1) * w
@@ -675,6 +680,8 @@ def emit_matmul(kb: KernelBuilder, plan: MatmulPlan, in_ptrs, epi: Epilogue, tid
         nt = b.urem(rest, const_i64(NT))
         bt = b.udiv(rest, const_i64(NT))
         row0 = b.mul(mt, const_i64(R))
+        if rt != R:  # the last row tile is shifted up to end at M (rows computed twice, same values)
+            row0 = kb.smin(row0, const_i64(M - R))
         col0 = b.mul(nt, const_i64(NB))
         a_off = lay.batch_offset(kb, bt, a_bst) if plan.bshape else 0
         b_off = lay.batch_offset(kb, bt, b_bst) if plan.bshape else 0
@@ -703,20 +710,20 @@ def emit_matmul(kb: KernelBuilder, plan: MatmulPlan, in_ptrs, epi: Epilogue, tid
                         store_v(kb, gather_v(kb, rowp, idxs[v], masks[v]), pack, b.add(b.mul(kk, const_i64(NB)), const_i64(v * w)))
 
         def tile(nr, nv, mask):
-            def a_val(kk, r):
+            def a_val(kk, _s, r):
                 return kb.load(a_tile, add(kb, mul(kb, kk, sk_a), r * sm))
 
             if mode == "panel":
-                def b_vec(kk, v):
+                def b_vec(kk, _s, v):
                     return kb.load_vec(b_tile, b.add(b.mul(kk, const_i64(w)), const_i64(v * K * w)), w)
             elif mode == "pack":
-                def b_vec(kk, v):
+                def b_vec(kk, _s, v):
                     return kb.load_vec(pack, b.add(b.mul(kk, const_i64(NB)), const_i64(v * w)), w)
             elif mode == "direct":
-                def b_vec(kk, v):
+                def b_vec(kk, _s, v):
                     return load_v(kb, b_tile, add(kb, mul(kb, kk, b_sk), v * w), w, mask if v == nv - 1 else None)
             else:
-                def b_vec(kk, v):
+                def b_vec(kk, _s, v):
                     cv = b.add(kb.splat(b.trunc(col0, I32), w), iota(w, 1))
                     cv = b.add(cv, ir.Constant(vec(w, I32), [v * w] * w))
                     m = b.icmp_signed("<", cv, ir.Constant(vec(w, I32), [N] * w))
@@ -726,18 +733,11 @@ def emit_matmul(kb: KernelBuilder, plan: MatmulPlan, in_ptrs, epi: Epilogue, tid
             accs = microkernel(kb, nr, nv, 0, K, a_val, b_vec, accs)
             epi.apply(kb, accs, row0, col0, mask)
 
-        cases = []
-        last_m = b.icmp_unsigned("==", mt, const_i64(MT - 1))
         last_n = b.icmp_unsigned("==", nt, const_i64(NT - 1))
-        full_n = (vt == V and tail_mask is None)
-        if rt != R and not full_n:
-            cases.append((b.and_(last_m, last_n), lambda: tile(rt, vt, tail_mask)))
-        if rt != R:
-            cases.append((last_m, lambda: tile(rt, V, None)))
-        if not full_n:
-            cases.append((last_n, lambda: tile(R, vt, tail_mask)))
-        cases.append((None, lambda: tile(R, V, None)))
-        branch_variants(kb, cases)
+        if vt == V:  # one code path: the last vector's mask is chosen at run time
+            tile(R, V, None if tail_mask is None else b.select(last_n, tail_mask, const_mask(w, w)))
+        else:
+            branch_variants(kb, [(last_n, lambda: tile(R, vt, tail_mask)), (None, lambda: tile(R, V, None))])
 
     with kb.loop(lo, hi, 1, "tile") as t:
         body(t)
@@ -812,7 +812,7 @@ def _matmul_matches(kop: k.FusedOp) -> bool:
     got = _matmul_kernel(kop)
     if got is None:
         return False
-    pro, main, epi, index, transposes = got
+    _, main, epi, index, transposes = got
     consts = [None] * len(index)
     a = mat_operand(main.operands[0], index, consts, transposes)
     bo = mat_operand(main.operands[1], index, consts, transposes)
@@ -830,7 +830,7 @@ def _matmul_matches(kop: k.FusedOp) -> bool:
 
 @fused_emitter("gemm", _matmul_matches)
 def emit_fused_matmul(kb, kop, in_ptrs, out_ptrs, tid, nthreads, ctx):
-    pro, main, epi_ops, index, transposes = _matmul_kernel(kop)
+    _, main, epi_ops, index, transposes = _matmul_kernel(kop)
     a = mat_operand(main.operands[0], index, ctx.consts, transposes)
     bo = mat_operand(main.operands[1], index, ctx.consts, transposes)
     plan = plan_matmul(main, a, bo)
@@ -847,7 +847,25 @@ def emit_fused_matmul(kb, kop, in_ptrs, out_ptrs, tid, nthreads, ctx):
 
 
 __all__ = [
-    "Epilogue", "Layout", "microkernel", "choose_tile", "carried_loop", "load_v", "store_v", "gather_v",
-    "entry_alloca", "const_mask", "zero_vec", "lanes_of", "split_kernel", "kernel_sources", "epilogue_arg_shapes",
-    "branch_variants", "content_hash", "iota", "math",
+    "Epilogue",
+    "Layout",
+    "branch_variants",
+    "carried_loop",
+    "choose_tile",
+    "const_mask",
+    "content_hash",
+    "emit_matmul",
+    "entry_alloca",
+    "epilogue_arg_shapes",
+    "gather_v",
+    "iota",
+    "kernel_sources",
+    "lanes_of",
+    "load_v",
+    "microkernel",
+    "plan_matmul",
+    "prefetch",
+    "split_kernel",
+    "store_v",
+    "zero_vec",
 ]
