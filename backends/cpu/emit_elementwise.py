@@ -118,7 +118,13 @@ def compute(kb: KernelBuilder, op, args):
         case g.DivOp():
             return b.fdiv(x, y) if fl else (b.udiv(x, y) if uns else b.sdiv(x, y))
         case g.PowOp():
-            return vmath.pow_(kb, x, y)
+            if fl:
+                return vmath.pow_(kb, x, y)
+            # integer pow through double (exact for the magnitudes ints hold), truncated like ONNX
+            dt = ir.VectorType(ir.DoubleType(), x.type.count) if isinstance(x.type, ir.VectorType) else ir.DoubleType()
+            conv = b.uitofp if uns else b.sitofp
+            r = vmath.pow_(kb, conv(x, dt), conv(y, dt))
+            return b.fptoui(r, x.type) if uns else b.fptosi(r, x.type)
         case g.MaxOp():
             return kb.fmax(x, y) if fl else b.select(icmp(">", x, y), x, y)
         case g.MinOp():

@@ -1,0 +1,528 @@
+"""Kernel IR placed on CPU and GPU -> host object code + PTX + an execution plan.
+
+Input: fused, placed, memory-planned IR (kernels with `device` "cpu" or
+"cuda:0", `kernel.transfer` between them, `offsets`, and
+`dsc.arena = {cpu = N, "cuda:0" = M}` on @main).
+
+Output: a `HeteroProgram`:
+
+* the CPU kernels as a `NativeProgram` (the CPU backend's driver, see
+  dsc/backends/cpu/codegen.py), whose object code exposes, besides
+  `dsc_run`, one entry per *segment* — a maximal run of CPU kernels between
+  GPU work — `dsc_seg<i>(inputs, outputs, weights, arena, tid, nthreads,
+  barrier)`, with the same threading contract as `dsc_run`;
+* the GPU kernels: one llvmlite module of `ptx_kernel` functions, compiled
+  by LLVM's NVPTX back end to PTX for the target's SM (see target.py);
+* the schedule, in program order: `cpu` (run a segment), `copy` (a
+  transfer: host <-> device), `launch` (kernel, grid, block, arguments).
+
+Buffers (`BufRef.kind`): "input"/"output" (the caller's, host), "arena" (the
+host arena), "gpu" (the device arena: plan-memory's "cuda:0" offsets, then
+scratch for intermediates of kernels the emitters split), "weight" (the one
+weights blob; the runtime uploads it once, so a launch's "weight" is the
+device copy and a CPU step's the host one).
+
+GPU kernels (emitters in gemm.py, rows.py, data.py): a fused group is
+matched whole — convolution or GEMM with its epilogue, a row program
+(softmax, layer norm, reductions with their neighbours), an elementwise
+chain, pooling, data movement — else split op by op with intermediates in
+device scratch. With `emulate=True` every kernel is also built for the host
+CPU (dsc/runtime/gpu_emulator.py runs them), so the tests check GPU kernels
+numerically on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+
+import llvmlite.binding as llvm
+import numpy as np
+from llvmlite import ir
+from xdsl.dialects import func
+from xdsl.ir import SSAValue
+
+from dsc.backends.cpu.codegen import ALIGN, BufRef, Codegen, NativeProgram, Step, compile_llvm_ir, llvm_type
+from dsc.backends.cpu.irb import I8P, I64, VOID, const_i64, emit_barrier
+from dsc.backends.cpu.target import CpuTarget, host_target, init_llvm
+from dsc.backends.cuda import data, gemm, rows
+from dsc.backends.cuda.ew import mem_type
+from dsc.backends.cuda.gpubuilder import GpuBuilder
+from dsc.backends.cuda.target import DATALAYOUT, TRIPLE, GpuTarget
+from dsc.dialects import graph as g
+from dsc.dialects import kernel as k
+from dsc.dialects.tensor_types import sig_of
+from dsc.runtime.errors import DscError
+
+GPU = "cuda:0"
+MAX_STATIC_SMEM = 48 * 1024
+
+# fused emitters, tried in order: (name, matches(group), emit(ctx, group))
+FUSED = [
+    ("conv", gemm.match_conv, gemm.emit_conv),
+    ("gemm", gemm.match_matmul, gemm.emit_matmul),
+    ("rows", rows.match_rows, rows.emit_rows),
+    ("elementwise", data.match_elementwise, data.emit_elementwise),
+    ("pool", data.match_pool, data.emit_pool),
+    ("data", data.match_data, data.emit_data),
+]
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass
+class Launch:
+    kernel: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    smem: int  # static shared memory of the kernel (information; launches pass 0 dynamic bytes)
+    args: list[BufRef]
+    label: str
+
+
+@dataclass
+class Copy:
+    src: BufRef
+    dst: BufRef
+    nbytes: int
+    label: str
+
+
+@dataclass
+class GpuProgram:
+    sm: str
+    ptx_isa: str
+    min_driver: int
+    ptx: str
+    arena_bytes: int
+    schedule: list[dict]
+    kernels: list[str]
+    emu_object: bytes | None = None
+    llvm_ir: str = ""
+
+
+@dataclass
+class HeteroProgram:
+    cpu: NativeProgram
+    gpu: GpuProgram
+    segments: list[str]  # entry symbol of each CPU segment
+
+
+# ------------------------------------------------------------ groups and the emit context
+
+
+@dataclass
+class Group:
+    """Ops emitted together: what they read from memory (leaves), constant data, what they write."""
+
+    ops: list
+    leaves: dict  # SSAValue -> BufRef
+    consts: dict  # SSAValue -> np.ndarray
+    outputs: dict  # SSAValue -> BufRef (insertion ordered)
+    index: dict = field(default_factory=dict)  # SSAValue -> kernel parameter position
+
+
+class GpuModule:
+    """The kernels of one program for one machine ("nvptx" or "emu")."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.llmod = ir.Module(name="dsc_gpu")
+        if mode == "nvptx":
+            self.llmod.triple = TRIPLE
+            self.llmod.data_layout = DATALAYOUT
+        else:
+            self.llmod.triple = host_target().triple
+        self.names: set[str] = set()
+
+    def unique(self, name: str) -> str:
+        base, n = name, 1
+        while name in self.names:
+            n += 1
+            name = f"{base}_{n}"
+        self.names.add(name)
+        return name
+
+    def build_kernel(self, name: str, refs: list[BufRef], threads: int, body) -> int:
+        """Define kernel `name` over buffers `refs`; body(gb, ptrs). Returns its static shared bytes."""
+        types = [mem_type(r.dtype).as_pointer() for r in refs]
+        if self.mode == "emu":
+            types.append(I64.as_pointer())
+        fn = ir.Function(self.llmod, ir.FunctionType(VOID, types), name)
+        where = [(r.kind, r.index) for r in refs]
+        for a, w in zip(fn.args[: len(refs)], where):
+            if where.count(w) == 1:
+                a.add_attribute("noalias")
+        if self.mode == "nvptx":
+            fn.calling_convention = "ptx_kernel"
+            md = self.llmod.add_metadata([fn, ir.MetaDataString(self.llmod, "maxntidx"), ir.Constant(ir.IntType(32), threads)])
+            self.llmod.add_named_metadata("nvvm.annotations", md)
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        gb = GpuBuilder(b, self.llmod, self.mode, fn, fn.args[-1] if self.mode == "emu" else None)
+        gb.prologue()
+        body(gb, list(fn.args[: len(refs)]))
+        gb.b.ret_void()
+        if gb.smem.size > MAX_STATIC_SMEM:
+            raise DscError(f"GPU kernel {name} needs {gb.smem.size} bytes of shared memory (at most {MAX_STATIC_SMEM})")
+        return gb.smem.size
+
+
+class EmitCtx:
+    """What an emitter may ask for while emitting one kernel.fused: kernels, launches, scratch."""
+
+    def __init__(self, gm: GpuModule, gpu: GpuTarget, prefix: str, scratch_base: int):
+        self.gm = gm
+        self.sms = gpu.sm_count
+        self.prefix = prefix
+        self.launches: list[Launch] = []
+        self.scratch_top = scratch_base
+        self.refs: list[BufRef] = []
+
+    def set_group(self, grp: Group) -> None:
+        """Kernel parameters of a group: one per distinct buffer, leaves first."""
+        refs: list[BufRef] = []
+        slot: dict = {}
+        grp.index = {}
+        for v, ref in list(grp.leaves.items()) + list(grp.outputs.items()):
+            key = (ref.kind, ref.index, np.dtype(ref.dtype))
+            if key not in slot:
+                slot[key] = len(refs)
+                refs.append(ref)
+            grp.index[v] = slot[key]
+        self.refs = refs
+
+    def launch(self, suffix: str, refs: list[BufRef], grid, threads: int, body, label: str, extra_writes=(), extra_reads=()) -> None:
+        name = self.gm.unique(f"{self.prefix}_{suffix}")
+        smem = self.gm.build_kernel(name, list(refs), threads, body)
+        grid = tuple(int(x) for x in (tuple(grid) + (1, 1, 1))[:3])
+        self.launches.append(Launch(name, grid, (int(threads), 1, 1), smem, list(refs), f"{self.prefix}: {label}"))
+
+    def scratch(self, nbytes: int) -> BufRef:
+        off = self.scratch_top
+        self.scratch_top += _align(max(nbytes, 1))
+        return BufRef("gpu", off, np.dtype(np.float32), (max(nbytes, 4) // 4,))
+
+
+def emit_group(ctx: EmitCtx, grp: Group) -> None:
+    for _name, matches, emit in FUSED:
+        if matches(grp):
+            ctx.set_group(grp)
+            emit(ctx, grp)
+            return
+    if len(grp.ops) <= 1:
+        op = grp.ops[0] if grp.ops else None
+        raise DscError(f"the CUDA backend has no code generator for {op.name if op else 'an empty kernel'} ({ctx.prefix})", hint="place it on the CPU: --place OP=cpu")
+    # op by op, intermediates in device scratch
+    where = dict(grp.leaves)
+    for op in grp.ops:
+        if isinstance(op, g.ReshapeOp) and op.input in where:
+            src = where[op.input]
+            s = sig_of(op.result.type)
+            where[op.result] = BufRef(src.kind, src.index, s.dtype, s.shape)
+            continue
+        outs = {}
+        for r in op.results:
+            s = sig_of(r.type)
+            ref = grp.outputs.get(r) or ctx.scratch(int(np.prod(s.shape, dtype=np.int64)) * s.dtype.itemsize)
+            ref = BufRef(ref.kind, ref.index, s.dtype, s.shape)
+            outs[r] = ref
+            where[r] = ref
+        leaves = {v: where[v] for v in op.operands if v in where}
+        consts = {v: grp.consts[v] for v in op.operands if v in grp.consts}
+        emit_group(ctx, Group([op], leaves, consts, outs))
+    for v, ref in grp.outputs.items():
+        have = where[v]
+        if (have.kind, have.index) != (ref.kind, ref.index):
+            data.emit_copy(ctx, have, ref, "copy")
+
+
+def emit_gpu_kernel(ctx: EmitCtx, kop: k.FusedOp, ins: list[BufRef], outs: list[BufRef], in_consts: list, weight_ref) -> None:
+    body = kop.body.block
+    leaves, consts = {}, {}
+    for a, ref, c in zip(body.args, ins, in_consts):
+        leaves[a] = ref
+        if c is not None:
+            consts[a] = c
+    ops = []
+    for op in body.ops:
+        if isinstance(op, g.ConstantOp):
+            leaves[op.result] = weight_ref(op)
+            consts[op.result] = op.array
+        elif not isinstance(op, k.YieldOp):
+            ops.append(op)
+    outputs, copies = {}, []
+    for v, ref in zip(body.last_op.operands, outs):
+        if v in outputs or v in leaves:
+            copies.append((v, ref))
+        else:
+            outputs[v] = ref
+    grp = Group(ops, leaves, consts, outputs)
+    if ops:
+        emit_group(ctx, grp)
+    for v, ref in copies:
+        src = outputs.get(v) or leaves[v]
+        data.emit_copy(ctx, src, ref, "copy")
+
+
+# ------------------------------------------------------------ the host side
+
+
+class HeteroCodegen(Codegen):
+    """The CPU backend's driver over a placed module: CPU kernels as steps in segments, GPU kernels aside."""
+
+    def __init__(self, module, cpu: CpuTarget, gpu: GpuTarget, emulate: bool = False):
+        super().__init__(module, cpu)
+        self.gpu = gpu
+        self.emulate = emulate
+        arena = self.fn.attributes.get("dsc.arena")
+        self.gpu_arena_planned = int(arena.data[GPU].value.data) if arena is not None and GPU in arena.data else 0
+        self.order: list[tuple] = []  # ("cpu", segment) | ("copy", Copy) | ("gpu", kernel position)
+        self.segments: list[list[int]] = []
+        self.gpu_kernels: list[tuple] = []
+
+    def _assign_buffers(self):
+        block = self.fn.body.block
+        inputs = []
+        for i, a in enumerate(block.args):
+            s = sig_of(a.type)
+            self.refs[a] = BufRef("input", i, s.dtype, s.shape)
+            inputs.append(self.refs[a])
+        ret = block.last_op
+        assert isinstance(ret, func.ReturnOp)
+        root_out: dict[SSAValue, int] = {}
+        for j, v in enumerate(ret.operands):
+            r = _root(v)
+            if isinstance(r.owner, k.FusedOp | k.TransferOp) and r not in root_out:
+                root_out[r] = j
+        for op in block.ops:
+            if isinstance(op, g.ConstantOp):
+                self.consts[op.result] = op.array
+                s = sig_of(op.result.type)
+                self.refs[op.result] = BufRef("weight", self.weights.add(op.array, op.blob.key), s.dtype, s.shape)
+            elif isinstance(op, g.ReshapeOp):
+                src = self.refs[op.input]
+                s = sig_of(op.result.type)
+                self.refs[op.result] = BufRef(src.kind, src.index, s.dtype, s.shape)
+                if op.input in self.consts:
+                    self.consts[op.result] = self.consts[op.input].reshape(s.shape)
+            elif isinstance(op, k.FusedOp | k.TransferOp):
+                dev = op.dst.data if isinstance(op, k.TransferOp) else (op.device.data or "cpu")
+                offs = op.offsets.get_values() if op.offsets is not None else None
+                for n, r in enumerate(op.results):
+                    s = sig_of(r.type)
+                    if r in root_out:
+                        if dev != "cpu":
+                            raise DscError(f"{op.name} result {n} is a graph output but lives on {dev}", hint="run place-devices: graph outputs come back to the CPU through kernel.transfer")
+                        self.refs[r] = BufRef("output", root_out[r], s.dtype, s.shape)
+                        continue
+                    if offs is None or offs[n] < 0:
+                        raise DscError(f"{op.name} result {n} has no arena offset", hint="run plan-memory before code generation")
+                    self.refs[r] = BufRef("arena" if dev == "cpu" else "gpu", int(offs[n]), s.dtype, s.shape)
+            elif not isinstance(op, func.ReturnOp):
+                raise DscError(f"code generation cannot handle a top-level {op.name}", hint="run the fusion passes (outline-kernels) before code generation")
+        outputs, sources = [], []
+        for j, v in enumerate(ret.operands):
+            s = sig_of(v.type)
+            outputs.append(BufRef("output", j, s.dtype, s.shape))
+            ref = self.refs[v]
+            sources.append(None if ref.kind == "output" and ref.index == j else ref)
+        return inputs, outputs, sources
+
+    def _weight_ref(self, op: g.ConstantOp) -> BufRef:
+        s = sig_of(op.result.type)
+        return BufRef("weight", self.weights.add(op.array, op.blob.key), s.dtype, s.shape)
+
+    def run(self) -> HeteroProgram:
+        inputs, outputs, sources = self._assign_buffers()
+        seg: list[int] | None = None
+        for op in self.fn.body.block.ops:
+            if isinstance(op, k.FusedOp) and (op.device.data or "cpu") == "cpu":
+                if seg is None:
+                    seg = []
+                    self.segments.append(seg)
+                    self.order.append(("cpu", len(self.segments) - 1))
+                first = len(self.steps)
+                self._emit_kernel(op)
+                seg.extend(range(first, len(self.steps)))
+            elif isinstance(op, k.FusedOp):
+                seg = None
+                ins = [self.refs[v] for v in op.inputs]
+                outs = [self.refs[r] for r in op.outputs]
+                consts = [self.consts.get(v) for v in op.inputs]
+                self.gpu_kernels.append((op, ins, outs, consts))
+                self.order.append(("gpu", len(self.gpu_kernels) - 1))
+            elif isinstance(op, k.TransferOp):
+                seg = None
+                src, dst = self.refs[op.input], self.refs[op.result]
+                s = sig_of(op.input.type)
+                nb = int(np.prod(s.shape, dtype=np.int64)) * s.dtype.itemsize
+                self.order.append(("copy", Copy(src, dst, nb, f"transfer {op.src.data} -> {op.dst.data}")))
+        self._emit_entry()
+        self._emit_segments()
+        text = str(self.llmod)
+        obj = compile_llvm_ir(text, self.target)
+        cpu = NativeProgram(obj, self.weights.bytes(), _align(self.arena_bytes + self.scratch_bytes), inputs, outputs, sources, self.steps, text)
+        gpu = self._gpu_program()
+        # the GPU emitters may add weights (after the CPU blob was taken): take it again
+        cpu.weights = self.weights.bytes()
+        return HeteroProgram(cpu, gpu, [f"dsc_seg{i}" for i in range(len(self.segments))])
+
+    def _emit_segments(self) -> None:
+        barrier = emit_barrier(self.llmod, self.target.arch)
+        i8pp = I8P.as_pointer()
+        for si, steps in enumerate(self.segments):
+            fn = ir.Function(self.llmod, ir.FunctionType(VOID, [i8pp, i8pp, I8P, I8P, I64, I64, I64.as_pointer()]), f"dsc_seg{si}")
+            inputs, outputs, weights, arena, tid, nthreads, bar = fn.args
+            b = ir.IRBuilder(fn.append_basic_block("entry"))
+            for n, si_step in enumerate(steps):
+                step = self.steps[si_step]
+                ptrs = []
+                for ref in step.args:
+                    if ref.kind in ("input", "output"):
+                        base = b.load(b.gep(inputs if ref.kind == "input" else outputs, [const_i64(ref.index)], inbounds=True))
+                    else:
+                        base = b.gep(weights if ref.kind == "weight" else arena, [const_i64(ref.index)], inbounds=True)
+                    ptrs.append(b.bitcast(base, llvm_type(ref.dtype).as_pointer()))
+                b.call(self.llmod.globals[step.name], ptrs + [tid, nthreads])
+                if n + 1 < len(steps):
+                    b.call(barrier, [bar, nthreads])
+            b.ret_void()
+
+    def _emit_gpu(self, mode: str, chunks: int = 1) -> tuple[list[GpuModule], list[list[Launch]], int]:
+        """The kernels in `chunks` modules (compiled in parallel), launches per kernel.fused, arena bytes."""
+        gms = [GpuModule(mode) for _ in range(max(1, chunks))]
+        names: set[str] = set()
+        for gm in gms:
+            gm.names = names  # kernel names unique across the chunks
+        per_kernel = []
+        scratch = 0
+        base = _align(self.gpu_arena_planned)
+        for n, (kop, ins, outs, consts) in enumerate(self.gpu_kernels):
+            ctx = EmitCtx(gms[n % len(gms)], self.gpu, kop.sym_name.data, base)
+            emit_gpu_kernel(ctx, kop, ins, outs, consts, self._weight_ref)
+            per_kernel.append(ctx.launches)
+            scratch = max(scratch, ctx.scratch_top - base)
+        return gms, per_kernel, base + scratch
+
+    def _gpu_program(self) -> GpuProgram:
+        chunks = max(1, min(os.cpu_count() or 1, 8, len(self.gpu_kernels) // 4))
+        gms, launches, arena = self._emit_gpu("nvptx", chunks)
+        texts = [str(gm.llmod) for gm in gms]
+        ptx = compile_ptx_parallel(texts, self.gpu) if self.gpu_kernels else ""
+        text = "\n".join(texts)
+        emu = None
+        if self.emulate:
+            ems, elaunches, earena = self._emit_gpu("emu")
+            assert [[(x.kernel, x.grid, x.block, x.args) for x in ls] for ls in elaunches] == [[(x.kernel, x.grid, x.block, x.args) for x in ls] for ls in launches]
+            emu = compile_emulation(str(ems[0].llmod))
+        schedule = []
+        for kind, what in self.order:
+            if kind == "cpu":
+                schedule.append({"op": "cpu", "segment": what, "entry": f"dsc_seg{what}", "steps": [self.steps[i].label for i in self.segments[what]]})
+            elif kind == "copy":
+                schedule.append({"op": "copy", "src": ref_dict(what.src), "dst": ref_dict(what.dst), "bytes": what.nbytes, "label": what.label})
+            else:
+                for ln in launches[what]:
+                    schedule.append({"op": "launch", "kernel": ln.kernel, "grid": list(ln.grid), "block": list(ln.block), "smem": ln.smem, "args": [ref_dict(r) for r in ln.args], "label": ln.label})
+        names = [ln.kernel for ls in launches for ln in ls]
+        return GpuProgram(self.gpu.sm, self.gpu.ptx_isa_str, self.gpu.min_driver, ptx, _align(max(arena, 64)), schedule, names, emu, text)
+
+
+def ref_dict(ref: BufRef) -> dict:
+    return {"kind": ref.kind, "index": int(ref.index), "dtype": str(np.dtype(ref.dtype)), "shape": [int(s) for s in ref.shape]}
+
+
+def _root(v: SSAValue) -> SSAValue:
+    while isinstance(v.owner, g.ReshapeOp):
+        v = v.owner.input
+    return v
+
+
+# ------------------------------------------------------------ LLVM -> PTX, host object, ptxas
+
+
+def compile_ptx(text: str, gpu: GpuTarget, context=None) -> str:
+    """Verify and optimize (O3) NVPTX LLVM IR; the PTX text for `gpu`."""
+    init_llvm()
+    mod = llvm.parse_assembly(text, context=context)
+    mod.verify()
+    tm = gpu.target_machine()
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+    return tm.emit_assembly(mod)
+
+
+def compile_ptx_parallel(texts: list[str], gpu: GpuTarget) -> str:
+    """Several modules compiled on threads (each its own LLVM context), joined into one PTX text.
+
+    A PTX module is a header (.version, .target, .address_size) and then
+    definitions; kernel names are unique across the modules, so the
+    definitions of all of them form one module under the first header.
+    """
+    init_llvm()
+    if len(texts) == 1:
+        return compile_ptx(texts[0], gpu)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(texts)) as pool:
+        parts = list(pool.map(lambda t: compile_ptx(t, gpu, llvm.create_context()), texts))
+    head, body = _split_ptx(parts[0])
+    out = [head, body]
+    for p in parts[1:]:
+        h, b = _split_ptx(p)
+        if h != head:
+            raise DscError("PTX modules of one program disagree on their header")
+        out.append(b)
+    return "\n".join(out)
+
+
+def _split_ptx(ptx: str) -> tuple[str, str]:
+    lines = ptx.splitlines()
+    cut = 0
+    for i, line in enumerate(lines):
+        if line.startswith((".version", ".target", ".address_size")):
+            cut = i + 1
+    return "\n".join(lines[:cut]), "\n".join(lines[cut:])
+
+
+def compile_emulation(text: str) -> bytes:
+    """The emulation build of the kernels: an object file for this machine."""
+    init_llvm()
+    mod = llvm.parse_assembly(text)
+    mod.verify()
+    tm = host_target().target_machine()
+    pto = llvm.create_pipeline_tuning_options(speed_level=2)
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+    return tm.emit_object(mod)
+
+
+def ptxas_path() -> str | None:
+    return shutil.which("ptxas")
+
+
+def ptxas(ptx: str, sm: str) -> tuple[bool, str]:
+    """Assemble PTX with the CUDA toolkit's ptxas for `sm`: (ok, messages)."""
+    exe = ptxas_path()
+    if exe is None:
+        return False, "ptxas is not on the PATH"
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        r = subprocess.run([exe, f"-arch={sm}", src, "-o", os.path.join(d, "k.cubin")], capture_output=True, text=True)
+        return r.returncode == 0, (r.stdout + r.stderr).strip()
+
+
+def generate(module, cpu: CpuTarget, gpu: GpuTarget, emulate: bool = False) -> HeteroProgram:
+    """Compile fused, placed, planned kernel IR for a CPU + GPU target."""
+    return HeteroCodegen(module, cpu, gpu, emulate).run()
+
+
+__all__ = ["generate", "HeteroProgram", "GpuProgram", "Launch", "ptxas", "ptxas_path", "compile_ptx", "Step"]

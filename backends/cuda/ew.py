@@ -1,0 +1,277 @@
+"""Elementwise code for the GPU: coordinates, typed loads/stores, and the epilogue evaluator.
+
+`Coords` gives the coordinates of one element of a tensor, computed lazily
+from flat indices of groups of consecutive dimensions (a GEMM epilogue knows
+the batch, the channel and the spatial position separately; an elementwise
+kernel knows one flat index), and the element offset of that position in
+any operand that broadcasts to the tensor.
+
+`eval_ops` evaluates a chain of elementwise graph ops (and batch_norm) at one
+position: operands come from registers (`env`), from memory (`Leaf`, read at
+the broadcast offset), or are scalar constants (literals). The scalar IR of
+each op is the CPU backend's `compute()`: the same code on both back ends.
+Values are f32 in registers for f16/f32 tensors (f16 is widened on load and
+narrowed on store), so every op computes in f32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from dsc.backends.cpu.emit_elementwise import ELEMENTWISE, broadcast_strides, compute
+from dsc.backends.cuda.gpubuilder import F32, I1, I8, I32, GpuBuilder, c32
+from dsc.dialects import graph as g
+from dsc.dialects.tensor_types import sig_of
+from dsc.runtime.errors import DscError
+
+F16 = ir.HalfType()
+F64 = ir.DoubleType()
+
+_MEM_TYPES = {
+    np.dtype(np.float32): F32,
+    np.dtype(np.float16): F16,
+    np.dtype(np.float64): F64,
+    np.dtype(np.int64): ir.IntType(64),
+    np.dtype(np.int32): I32,
+    np.dtype(np.int16): ir.IntType(16),
+    np.dtype(np.int8): I8,
+    np.dtype(np.uint64): ir.IntType(64),
+    np.dtype(np.uint32): I32,
+    np.dtype(np.uint16): ir.IntType(16),
+    np.dtype(np.uint8): I8,
+    np.dtype(np.bool_): I8,
+}
+
+# Ops the evaluator handles: the CPU's elementwise set plus batch_norm.
+EW_OPS = ELEMENTWISE + (g.BatchNormOp,)
+
+
+def mem_type(dtype) -> ir.Type:
+    dt = np.dtype(dtype)
+    if dt not in _MEM_TYPES:
+        raise DscError(f"the CUDA backend has no code for {dt} tensors")
+    return _MEM_TYPES[dt]
+
+
+def reg_type(dtype) -> ir.Type:
+    """The register type of an element: f32 for f16/f32, i1 for bool, else the memory type."""
+    dt = np.dtype(dtype)
+    if dt == np.float16:
+        return F32
+    if dt == np.bool_:
+        return I1
+    return mem_type(dt)
+
+
+def load_elem(gb: GpuBuilder, ptr, off, dtype):
+    b = gb.b
+    v = b.load(b.gep(ptr, [off], inbounds=True))
+    dt = np.dtype(dtype)
+    if dt == np.float16:
+        return b.fpext(v, F32)
+    if dt == np.bool_:
+        return b.icmp_unsigned("!=", v, ir.Constant(I8, 0))
+    return v
+
+
+def store_elem(gb: GpuBuilder, v, ptr, off, dtype):
+    b = gb.b
+    dt = np.dtype(dtype)
+    if dt == np.float16:
+        v = b.fptrunc(v, F16) if v.type != F16 else v
+    elif dt == np.bool_:
+        v = b.zext(v, I8) if v.type == I1 else v
+    b.store(v, b.gep(ptr, [off], inbounds=True))
+
+
+def const_value(arr: np.ndarray):
+    """A scalar constant as a register literal."""
+    x = arr.reshape(-1)[0]
+    t = reg_type(arr.dtype)
+    if arr.dtype == np.bool_:
+        return ir.Constant(I1, int(bool(x)))
+    if arr.dtype.kind == "f":
+        return ir.Constant(t, float(x))
+    return ir.Constant(t, int(x))
+
+
+def contiguous_strides(shape) -> list[int]:
+    st, acc = [0] * len(shape), 1
+    for d in range(len(shape) - 1, -1, -1):
+        st[d] = acc
+        acc *= shape[d]
+    return st
+
+
+class Coords:
+    """Coordinates of one element of `shape`, from flat indices of groups of consecutive dims."""
+
+    def __init__(self, gb: GpuBuilder, shape, groups):
+        self.gb = gb
+        self.shape = tuple(int(s) for s in shape)
+        self.groups = [(tuple(dims), v) for dims, v in groups]  # partition of range(rank), in order
+        assert [d for dims, _ in self.groups for d in dims] == list(range(len(self.shape))), (self.groups, self.shape)
+        self._coord: dict[int, ir.Value] = {}
+        self._flat = None
+
+    @classmethod
+    def from_flat(cls, gb: GpuBuilder, shape, flat) -> Coords:
+        rank = len(shape)
+        return cls(gb, shape, [(tuple(range(rank)), flat)] if rank else [])
+
+    def _group(self, d: int):
+        for dims, v in self.groups:
+            if d in dims:
+                return dims, v
+        raise KeyError(d)
+
+    def coord(self, d: int):
+        if d in self._coord:
+            return self._coord[d]
+        b = self.gb.b
+        if self.shape[d] == 1:
+            x = c32(0)
+        else:
+            dims, v = self._group(d)
+            inner = int(np.prod(self.shape[d + 1 : dims[-1] + 1], dtype=np.int64))
+            x = b.udiv(v, c32(inner)) if inner > 1 else v
+            if d != dims[0] and any(self.shape[e] > 1 for e in dims if e < d):
+                x = b.urem(x, c32(self.shape[d]))
+        self._coord[d] = x
+        return x
+
+    def flat(self):
+        if self._flat is None:
+            self._flat = self.offset(contiguous_strides(self.shape))
+        return self._flat
+
+    def offset(self, strides):
+        """Σ coord(d) * strides[d], using each group's flat index where the strides allow."""
+        b = self.gb.b
+        total = None
+        for dims, v in self.groups:
+            live = [d for d in dims if self.shape[d] > 1]
+            if not any(strides[d] for d in live):
+                continue
+            last = dims[-1]
+            units = set()
+            for d in live:
+                inner = int(np.prod(self.shape[d + 1 : last + 1], dtype=np.int64))
+                units.add(strides[d] // inner if strides[d] % inner == 0 else None)
+            if len(units) == 1 and None not in units:
+                u = units.pop()
+                term = v if u == 1 else b.mul(v, c32(u))
+            else:
+                term = None
+                for d in live:
+                    if strides[d] == 0:
+                        continue
+                    t = self.coord(d)
+                    t = t if strides[d] == 1 else b.mul(t, c32(strides[d]))
+                    term = t if term is None else b.add(term, t)
+            total = term if total is None else b.add(total, term)
+        return c32(0) if total is None else total
+
+
+@dataclass
+class Leaf:
+    """A tensor in memory, read at the broadcast position of each element of the output."""
+
+    ptr: ir.Value
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    channel_only: bool = False  # a [C] parameter read at coordinate 1 (batch_norm)
+
+    def load(self, gb: GpuBuilder, coords: Coords):
+        if self.channel_only:
+            return load_elem(gb, self.ptr, coords.coord(1), self.dtype)
+        st = broadcast_strides(self.shape, coords.shape)
+        return load_elem(gb, self.ptr, coords.offset(st), self.dtype)
+
+
+def gpu_cast(gb: GpuBuilder, x, src: np.dtype, dst: np.dtype):
+    """ONNX Cast on registers (f16 lives in f32 registers: rounded through half)."""
+    b = gb.b
+    src, dst = np.dtype(src), np.dtype(dst)
+    rt = reg_type(dst)
+    if dst == np.bool_:
+        if x.type == I1:
+            return x
+        return b.fcmp_unordered("!=", x, ir.Constant(x.type, 0.0)) if src.kind == "f" else b.icmp_signed("!=", x, ir.Constant(x.type, 0))
+    if dst.kind == "f":
+        if src.kind == "f":
+            y = x
+            if x.type != rt:
+                y = b.fpext(x, rt) if _fbits(rt) > _fbits(x.type) else b.fptrunc(x, rt)
+        elif src == np.bool_ or src.kind == "u":
+            y = b.uitofp(x, rt)
+        else:
+            y = b.sitofp(x, rt)
+        if dst == np.float16:
+            y = b.fpext(b.fptrunc(y, F16), F32)
+        return y
+    # to an integer
+    if src.kind == "f":
+        return b.fptoui(x, rt) if dst.kind == "u" else b.fptosi(x, rt)
+    if x.type.width == rt.width:
+        return x
+    if x.type == I1 or src.kind == "u":
+        return b.zext(x, rt) if rt.width > x.type.width else b.trunc(x, rt)
+    return b.sext(x, rt) if rt.width > x.type.width else b.trunc(x, rt)
+
+
+def _fbits(t) -> int:
+    return {ir.HalfType: 16, ir.FloatType: 32, ir.DoubleType: 64}[type(t)]
+
+
+def eval_ops(gb: GpuBuilder, ops, env: dict, leaves: dict, coords: Coords, consts: dict) -> dict:
+    """Evaluate elementwise `ops` at `coords`; results go into (and operands come from) `env`."""
+    b = gb.b
+
+    def operand(v):
+        if v in env:
+            return env[v]
+        if v in consts and consts[v].size == 1:
+            env[v] = const_value(consts[v])
+        elif v in leaves:
+            env[v] = leaves[v].load(gb, coords)
+        else:
+            raise DscError(f"GPU elementwise code: operand {v} has no value")
+        return env[v]
+
+    for op in ops:
+        if isinstance(op, g.BatchNormOp):
+            x = operand(op.input)
+            eps = op.py_attrs()["epsilon"]
+            p = [_channel(gb, v, env, leaves, coords, consts) for v in (op.scale, op.bias, op.mean, op.var)]
+            sc, bi, mu, var = p
+            inv = b.fdiv(ir.Constant(F32, 1.0), gb.sqrt(b.fadd(var, ir.Constant(F32, eps))))
+            env[op.result] = b.fadd(b.fmul(b.fmul(b.fsub(x, mu), inv), sc), bi)
+            continue
+        args = [operand(v) for v in op.operands]
+        if isinstance(op, g.CastOp):
+            env[op.result] = gpu_cast(gb, args[0], sig_of(op.input.type).dtype, sig_of(op.result.type).dtype)
+            continue
+        env[op.results[0]] = compute(gb, op, args)
+    return env
+
+
+def _channel(gb, v, env, leaves, coords, consts):
+    if v in env:
+        return env[v]
+    if v in consts and consts[v].size == 1:
+        return const_value(consts[v])
+    leaf = leaves[v]
+    if len(leaf.shape) == 1:
+        return load_elem(gb, leaf.ptr, coords.coord(1), leaf.dtype)
+    return leaf.load(gb, coords)
+
+
+def is_ew(op) -> bool:
+    return isinstance(op, EW_OPS)
+
+
+__all__ = ["Coords", "Leaf", "eval_ops", "load_elem", "store_elem", "mem_type", "reg_type", "contiguous_strides", "EW_OPS", "gpu_cast", "const_value", "F16"]

@@ -1,0 +1,679 @@
+"""GEMM-shaped kernels on the GPU: matmul, gemm and convolution (implicit GEMM), fused epilogues.
+
+One tiled SIMT GEMM core serves them all (fp32 FMA, f32 accumulation):
+
+    C[z][m, n] = Σ_k A(z, m, k) · B(z, k, n)
+
+A block computes a BM×BN tile of C; each of its threads a TM×TN sub-tile
+held in registers. K advances by BK: the block stages A and B tiles in
+shared memory (A as [BK][BM], B as [BK][BN], rows padded), then every
+thread does BK rank-1 updates with float4 reads from shared memory.
+`Operand`s say where A(m, k) and B(k, n) are: a strided view of a tensor
+(matmul, gemm, transposes folded in) or the im2col of a convolution's input
+computed on the fly (implicit GEMM: no im2col buffer). z is the batch (or
+conv group) index, from blockIdx.z.
+
+When the tiles alone leave most multiprocessors idle (batch-1 layers with
+few outputs and a long K), K is split across blocks (split-K): each writes
+its partial tile to scratch and a second kernel adds the partials and runs
+the epilogue.
+
+The epilogue (`epi(gb, z, m, n, acc)`) is the fused chain after the GEMM
+(bias, batch norm, residual add, activation, GELU, ...) evaluated by
+`ew.eval_ops` at that output's coordinates, then stored.
+
+Depthwise convolutions (one input channel per group) are not GEMMs: a
+direct kernel computes each output from its KH×KW window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from dsc.backends.cuda.ew import Coords, Leaf, contiguous_strides, eval_ops, is_ew, load_elem, store_elem
+from dsc.backends.cuda.gpubuilder import F32, I32, GpuBuilder, c32, cf
+from dsc.dialects import graph as g
+from dsc.dialects.tensor_types import sig_of
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    BM: int
+    BN: int
+    BK: int
+    TM: int
+    TN: int
+
+    @property
+    def threads(self) -> int:
+        return (self.BM // self.TM) * (self.BN // self.TN)
+
+    @property
+    def lda(self) -> int:
+        return self.BM + 4
+
+    @property
+    def ldb(self) -> int:
+        return self.BN + 4
+
+    @property
+    def smem_bytes(self) -> int:
+        return 4 * self.BK * (self.lda + self.ldb)
+
+
+BIG = TileConfig(128, 128, 8, 8, 8)  # 256 threads, 64 outputs each
+MID = TileConfig(64, 64, 16, 4, 4)  # 256 threads, 16 outputs each
+SMALL = TileConfig(32, 32, 16, 4, 4)  # 64 threads, 16 outputs each
+CONFIGS = [BIG, MID, SMALL]
+
+
+def choose_tiling(M: int, N: int, K: int, Z: int, sms: int) -> tuple[TileConfig, int]:
+    """(tile config, split-K factor) for a batch of Z GEMMs of M×N×K on `sms` multiprocessors.
+
+    The largest tile that still gives every multiprocessor work; when even the
+    smallest leaves most idle, K is split (each split at least 64 deep).
+    """
+
+    def blocks(c):
+        return Z * -(-M // c.BM) * -(-N // c.BN)
+
+    if blocks(BIG) >= 2 * sms:
+        return BIG, 1
+    if blocks(MID) >= sms:
+        return MID, 1
+    split = 1
+    while blocks(SMALL) * split < sms and K >= split * 2 * 64 and split < 16:
+        split *= 2
+    return SMALL, split
+
+
+# ------------------------------------------------------------ operands
+
+
+class Operand:
+    """Where element (i, j) of a GEMM operand is: A(m, k) or B(k, n). `contig`: 0 or 1, the index contiguous in memory."""
+
+    ptr = None
+    dtype = np.dtype(np.float32)
+    contig = 1
+
+    def setup(self, gb: GpuBuilder, z) -> None:
+        pass
+
+    def addr(self, gb: GpuBuilder, i, j):
+        """(element offset, extra validity predicate or None)."""
+        raise NotImplementedError
+
+
+class StridedOperand(Operand):
+    """A 2-D view (strides si, sj) of a tensor, with batch offsets over the batch dims of z."""
+
+    def __init__(self, ptr, dtype, si: int, sj: int, batch_shape=(), batch_strides=()):
+        self.ptr, self.dtype, self.si, self.sj = ptr, np.dtype(dtype), si, sj
+        self.batch_shape, self.batch_strides = tuple(batch_shape), tuple(batch_strides)
+        self.contig = 1 if sj == 1 or (si != 1 and sj <= si) else 0
+        self.zoff = None
+
+    def setup(self, gb, z):
+        if self.batch_shape and any(self.batch_strides):
+            self.zoff = Coords.from_flat(gb, self.batch_shape, z).offset(self.batch_strides)
+        else:
+            self.zoff = None
+
+    def addr(self, gb, i, j):
+        b = gb.b
+        off = b.add(_mul(b, i, self.si), _mul(b, j, self.sj))
+        if self.zoff is not None:
+            off = b.add(off, self.zoff)
+        return off, None
+
+
+class Im2colOperand(Operand):
+    """B(k, n) of a convolution as a GEMM: k = (ci, kernel position), n = (batch, output position).
+
+    Group z reads input channels [z*Cg, (z+1)*Cg).
+    """
+
+    contig = 1
+
+    def __init__(self, ptr, dtype, in_shape, out_spatial, kernel, strides, pads, dilations, cg: int):
+        self.ptr, self.dtype = ptr, np.dtype(dtype)
+        self.C, self.spatial = in_shape[1], tuple(in_shape[2:])
+        self.out_spatial, self.kernel = tuple(out_spatial), tuple(kernel)
+        self.strides, self.pads, self.dil = tuple(strides), tuple(pads), tuple(dilations)
+        self.cg = cg
+        self.pointwise = all(k == 1 for k in self.kernel) and all(p == 0 for p in self.pads[: len(self.kernel)]) and all(p == 0 for p in self.pads[len(self.kernel):])
+        self.zbase = None
+
+    def setup(self, gb, z):
+        b = gb.b
+        plane = int(np.prod(self.spatial, dtype=np.int64))
+        self.zbase = _mul(b, z, self.cg * plane)
+
+    def addr(self, gb, k, n):
+        b = gb.b
+        nd = len(self.spatial)
+        plane = int(np.prod(self.spatial, dtype=np.int64))
+        opl = int(np.prod(self.out_spatial, dtype=np.int64))
+        ksz = int(np.prod(self.kernel, dtype=np.int64))
+        bi = b.udiv(n, c32(opl)) if opl > 1 else n
+        p = b.urem(n, c32(opl)) if opl > 1 else c32(0)
+        # output position -> coordinates
+        oc = []
+        for d in range(nd):
+            inner = int(np.prod(self.out_spatial[d + 1 :], dtype=np.int64))
+            x = b.udiv(p, c32(inner)) if inner > 1 else p
+            if d > 0:
+                x = b.urem(x, c32(self.out_spatial[d]))
+            oc.append(x)
+        base = b.add(_mul(b, bi, self.C * plane), self.zbase)
+        if self.pointwise:
+            off = base
+            sp = contiguous_strides(self.spatial)
+            for d in range(nd):
+                off = b.add(off, _mul(b, oc[d], self.strides[d] * sp[d]))
+            return b.add(off, _mul(b, k, plane)), None
+        ci = b.udiv(k, c32(ksz)) if ksz > 1 else k
+        r = b.urem(k, c32(ksz)) if ksz > 1 else c32(0)
+        kc = []
+        for d in range(nd):
+            inner = int(np.prod(self.kernel[d + 1 :], dtype=np.int64))
+            x = b.udiv(r, c32(inner)) if inner > 1 else r
+            if d > 0:
+                x = b.urem(x, c32(self.kernel[d]))
+            kc.append(x)
+        valid = None
+        off = b.add(base, _mul(b, ci, plane))
+        sp = contiguous_strides(self.spatial)
+        for d in range(nd):
+            pos = b.add(b.sub(_mul(b, oc[d], self.strides[d]), c32(self.pads[d])), _mul(b, kc[d], self.dil[d]))
+            ok = b.icmp_unsigned("<", pos, c32(self.spatial[d]))
+            valid = ok if valid is None else b.and_(valid, ok)
+            off = b.add(off, _mul(b, pos, sp[d]))
+        return off, valid
+
+
+def _mul(b, v, c: int):
+    if c == 0:
+        return c32(0)
+    if c == 1:
+        return v
+    return b.mul(v, c32(c))
+
+
+# ------------------------------------------------------------ the tiled kernel
+
+
+def emit_gemm_body(gb: GpuBuilder, cfg: TileConfig, M: int, N: int, K: int, A: Operand, B: Operand, epi, split: int = 1, nz: int = 1):
+    """The body of a tiled GEMM kernel; grid = (ceil(N/BN), ceil(M/BM), nz*split)."""
+    b = gb.b
+    T = cfg.threads
+    BM, BN, BK, TM, TN = cfg.BM, cfg.BN, cfg.BK, cfg.TM, cfg.TN
+    tid = gb.tid()
+    n0 = b.mul(gb.ctaid("x"), c32(BN))
+    m0 = b.mul(gb.ctaid("y"), c32(BM))
+    zz = gb.ctaid("z")
+    if split > 1:
+        z = b.udiv(zz, c32(split))
+        s = b.urem(zz, c32(split))
+    else:
+        z, s = zz, None
+    A.setup(gb, z)
+    B.setup(gb, z)
+    As = gb.shared(F32, BK * cfg.lda, "As")
+    Bs = gb.shared(F32, BK * cfg.ldb, "Bs")
+    tx = b.urem(tid, c32(BN // TN))
+    ty = b.udiv(tid, c32(BN // TN))
+    kc = -(-K // split) if split > 1 else K
+    kc = -(-kc // BK) * BK if split > 1 else kc
+    if split > 1:
+        k_lo = b.mul(s, c32(kc))
+        k_hi_raw = b.add(k_lo, c32(kc))
+        k_hi = b.select(b.icmp_unsigned("<", k_hi_raw, c32(K)), k_hi_raw, c32(K))
+    else:
+        k_lo, k_hi = c32(0), c32(K)
+
+    fn = b.function
+    pre = b.block
+    head = fn.append_basic_block("k.head")
+    body = fn.append_basic_block("k.body")
+    done = fn.append_basic_block("k.done")
+    b.branch(head)
+    b.position_at_end(head)
+    k0 = b.phi(I32, "k0")
+    k0.add_incoming(k_lo, pre)
+    accs = [[b.phi(F32, f"acc{i}_{j}") for j in range(TN)] for i in range(TM)]
+    for row in accs:
+        for a in row:
+            a.add_incoming(cf(0.0), pre)
+    b.cbranch(b.icmp_signed("<", k0, k_hi), body, done)
+    b.position_at_end(body)
+
+    def stage(op: Operand, rows: int, cols: int, rows_limit, cols_limit, r0, c0, smem, ld, transpose_store: bool):
+        """Load a rows×cols tile (operand index i in rows, j in cols) into smem[kk][..]."""
+        per = rows * cols // T
+        for e in range(per):
+            idx = b.add(tid, c32(e * T))
+            if op.contig == 1:
+                jj = b.urem(idx, c32(cols))
+                ii = b.udiv(idx, c32(cols))
+            else:
+                ii = b.urem(idx, c32(rows))
+                jj = b.udiv(idx, c32(rows))
+            i = b.add(r0, ii)
+            j = b.add(c0, jj)
+            ok = b.and_(b.icmp_signed("<", i, rows_limit), b.icmp_signed("<", j, cols_limit))
+            off, valid = op.addr(gb, i, j)
+            if valid is not None:
+                ok = b.and_(ok, valid)
+            safe = b.select(ok, off, c32(0))
+            v = load_elem(gb, op.ptr, safe, op.dtype)
+            if v.type != F32:
+                v = b.sitofp(v, F32) if isinstance(v.type, ir.IntType) else b.fpext(v, F32)
+            v = b.select(ok, v, cf(0.0))
+            # smem layout [k][mn]: A's k is j (cols), B's k is i (rows)
+            if transpose_store:
+                sidx = b.add(b.mul(jj, c32(ld)), ii)
+            else:
+                sidx = b.add(b.mul(ii, c32(ld)), jj)
+            b.store(v, b.gep(smem, [sidx], inbounds=True))
+
+    stage(A, BM, BK, c32(M), k_hi, m0, k0, As, cfg.lda, True)
+    stage(B, BK, BN, k_hi, c32(N), k0, n0, Bs, cfg.ldb, False)
+    gb.barrier()
+    acc = [[accs[i][j] for j in range(TN)] for i in range(TM)]
+    for kk in range(BK):
+        av = _smem_vec(gb, As, b.add(c32(kk * cfg.lda), b.mul(ty, c32(TM))), TM)
+        bv = _smem_vec(gb, Bs, b.add(c32(kk * cfg.ldb), b.mul(tx, c32(TN))), TN)
+        for i in range(TM):
+            for j in range(TN):
+                acc[i][j] = gb.fma(av[i], bv[j], acc[i][j])
+    gb.barrier()
+    nxt = b.add(k0, c32(BK))
+    end = b.block
+    k0.add_incoming(nxt, end)
+    for i in range(TM):
+        for j in range(TN):
+            accs[i][j].add_incoming(acc[i][j], end)
+    b.branch(head)
+    b.position_at_end(done)
+    for i in range(TM):
+        m = b.add(m0, b.add(b.mul(ty, c32(TM)), c32(i)))
+        for j in range(TN):
+            n = b.add(n0, b.add(b.mul(tx, c32(TN)), c32(j)))
+            ok = b.and_(b.icmp_signed("<", m, c32(M)), b.icmp_signed("<", n, c32(N)))
+            with b.if_then(ok):
+                epi(gb, z, m, n, accs[i][j], s)
+
+
+def _smem_vec(gb: GpuBuilder, smem, idx, n: int):
+    """n consecutive f32 from shared memory at idx (a multiple of 4 when n >= 4): float4 loads."""
+    b = gb.b
+    out = []
+    if n % 4 == 0:
+        v4 = ir.VectorType(F32, 4)
+        for q in range(n // 4):
+            p = b.gep(smem, [b.add(idx, c32(4 * q))], inbounds=True)
+            vp = b.bitcast(p, v4.as_pointer(p.type.addrspace))
+            v = b.load(vp, align=16)
+            out += [b.extract_element(v, c32(e)) for e in range(4)]
+        return out
+    if n == 2:
+        v2 = ir.VectorType(F32, 2)
+        p = b.gep(smem, [idx], inbounds=True)
+        v = b.load(b.bitcast(p, v2.as_pointer(p.type.addrspace)), align=8)
+        return [b.extract_element(v, c32(0)), b.extract_element(v, c32(1))]
+    return [b.load(b.gep(smem, [b.add(idx, c32(e))], inbounds=True)) for e in range(n)]
+
+
+# ------------------------------------------------------------ emitting a GEMM with an epilogue
+
+
+def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi_store, label: str):
+    """Launch(es) of a GEMM: `make_operands(ptrs) -> (A, B)`, `epi_store(gb, ptrs, z, m, n, acc)`.
+
+    `ctx.refs` (in order) are the kernel's buffers; ptrs maps each ref index to its pointer.
+    """
+    if M == 0 or N == 0 or Z == 0:
+        return
+    cfg, split = choose_tiling(M, N, K, Z, ctx.sms)
+    grid = (-(-N // cfg.BN), -(-M // cfg.BM), Z * split)
+    if grid[1] > 65535 or grid[2] > 65535:
+        cfg, split = CONFIGS[0], 1
+        grid = (-(-N // cfg.BN), -(-M // cfg.BM), Z)
+    if split == 1:
+        def body(gb, ptrs):
+            A, B = make_operands(gb, ptrs)
+            emit_gemm_body(gb, cfg, M, N, K, A, B, lambda gb_, z, m, n, acc, s: epi_store(gb_, ptrs, z, m, n, acc), 1, Z)
+
+        ctx.launch(name, ctx.refs, grid, cfg.threads, body, label)
+        return
+    # split-K: partials [Z][split][M][N] in scratch, then a reduction kernel with the epilogue
+    part = ctx.scratch(Z * split * M * N * 4)
+    refs = list(ctx.refs) + [part]
+    pi = len(refs) - 1
+
+    def body(gb, ptrs):
+        A, B = make_operands(gb, ptrs)
+        P = ptrs[pi]
+
+        def store_part(gb_, z, m, n, acc, s):
+            b = gb_.b
+            zs = b.add(b.mul(z, c32(split)), s)
+            off = b.add(b.mul(b.add(b.mul(zs, c32(M)), m), c32(N)), n)
+            b.store(acc, b.gep(P, [off], inbounds=True))
+
+        emit_gemm_body(gb, cfg, M, N, K, A, B, store_part, split, Z)
+
+    ctx.launch(name + "_splitk", refs, grid, cfg.threads, body, label + " (split-K)", extra_writes={pi})
+
+    def reduce_body(gb, ptrs):
+        b = gb.b
+        P = ptrs[pi]
+        with gb.grid_stride(Z * M * N) as e:
+            z = b.udiv(e, c32(M * N)) if Z > 1 else c32(0)
+            mn = b.urem(e, c32(M * N)) if Z > 1 else e
+            m = b.udiv(mn, c32(N))
+            n = b.urem(mn, c32(N))
+            base = b.add(b.mul(b.mul(z, c32(split)), c32(M * N)), mn)
+            acc = b.load(b.gep(P, [base], inbounds=True))
+            for s in range(1, split):
+                acc = b.fadd(acc, b.load(b.gep(P, [b.add(base, c32(s * M * N))], inbounds=True)))
+            epi_store(gb, ptrs, z, m, n, acc)
+
+    total = Z * M * N
+    ctx.launch(name + "_epilogue", refs, (min(-(-total // 256), 65535), 1, 1), 256, reduce_body, label + " (split-K sum)", extra_reads={pi})
+
+
+# ------------------------------------------------------------ matching fused groups
+
+
+def epilogue_ops(grp, anchor) -> list | None:
+    """The ops after `anchor` when they are all elementwise on the anchor's result shape, else None."""
+    ops = grp.ops
+    i = ops.index(anchor)
+    rest = ops[i + 1 :]
+    out_shape = sig_of(anchor.results[0].type).shape
+    for op in rest:
+        if not is_ew(op):
+            return None
+        for r in op.results:
+            if sig_of(r.type).shape != out_shape:
+                return None
+    # every group output must be the anchor's result or an epilogue value
+    produced = {anchor.results[0]} | {r for op in rest for r in op.results}
+    if not all(v in produced for v in grp.outputs):
+        return None
+    return rest
+
+
+def _leaves_for(grp, values, ptr_of):
+    return {v: Leaf(ptr_of(v), sig_of(v.type).shape, sig_of(v.type).dtype) for v in values}
+
+
+def make_epilogue(grp, anchor, rest, out_shape, coords_of):
+    """epi_store(gb, ptrs, z, m, n, acc): the anchor's value acc at (z, m, n) through `rest`, stored."""
+    outs = list(grp.outputs)
+
+    def epi_store(gb, ptrs, z, m, n, acc, extra=None):
+        coords = coords_of(gb, z, m, n)
+        env = {anchor.results[0]: acc if extra is None else extra(gb, ptrs, coords, acc)}
+        leaves = {v: Leaf(ptrs[grp.index[v]], sig_of(v.type).shape, sig_of(v.type).dtype) for v in grp.leaves}
+        eval_ops(gb, rest, env, leaves, coords, grp.consts)
+        off = coords.flat()
+        for v in outs:
+            ref = grp.outputs[v]
+            store_elem(gb, env[v], ptrs[grp.index[v]], off, ref.dtype)
+
+    return epi_store
+
+
+# --- convolution
+
+
+def match_conv(grp) -> bool:
+    if not grp.ops or not isinstance(grp.ops[0], g.ConvOp):
+        return False
+    conv = grp.ops[0]
+    if conv.input not in grp.leaves or conv.weight not in grp.leaves or (conv.bias is not None and conv.bias not in grp.leaves):
+        return False
+    if len(sig_of(conv.input.type).shape) < 3:
+        return False
+    return epilogue_ops(grp, conv) is not None
+
+
+def emit_conv(ctx, grp) -> None:
+    conv = grp.ops[0]
+    rest = epilogue_ops(grp, conv)
+    a = conv.py_attrs()
+    xs = sig_of(conv.input.type)
+    ws = sig_of(conv.weight.type)
+    out = sig_of(conv.result.type).shape
+    groups = int(a["group"])
+    nd = len(xs.shape) - 2
+    cout, cg = ws.shape[0], ws.shape[1]
+    mg = cout // groups
+    ksz = int(np.prod(ws.shape[2:], dtype=np.int64))
+    K = cg * ksz
+    batch = xs.shape[0]
+    opl = int(np.prod(out[2:], dtype=np.int64))
+    N = batch * opl
+    strides = list(a["strides"])
+    pads = list(a["pads"])
+    dil = list(a["dilations"])
+    has_bias = conv.bias is not None
+
+    def coords_of(gb, z, m, n):
+        b = gb.b
+        co = b.add(b.mul(z, c32(mg)), m) if groups > 1 else m
+        bi = b.udiv(n, c32(opl)) if opl > 1 else n
+        p = b.urem(n, c32(opl)) if opl > 1 else c32(0)
+        return Coords(gb, out, [((0,), bi), ((1,), co), (tuple(range(2, 2 + nd)), p)])
+
+    def add_bias(gb, ptrs, coords, acc):
+        if not has_bias:
+            return acc
+        bias = load_elem(gb, ptrs[grp.index[conv.bias]], coords.coord(1), sig_of(conv.bias.type).dtype)
+        return gb.b.fadd(acc, bias)
+
+    epi = make_epilogue(grp, conv, rest, out, coords_of)
+
+    def epi_store(gb, ptrs, z, m, n, acc):
+        epi(gb, ptrs, z, m, n, acc, add_bias)
+
+    if cg == 1 and mg >= 1 and groups > 1:
+        _emit_depthwise(ctx, grp, conv, rest, epi_store, coords_of, a)
+        return
+
+    def operands(gb, ptrs):
+        wv = conv.weight
+        A = StridedOperand(ptrs[grp.index[wv]], ws.dtype, K, 1, (groups,), (mg * K,))
+        B = Im2colOperand(ptrs[grp.index[conv.input]], xs.dtype, xs.shape, out[2:], ws.shape[2:], strides, pads, dil, cg)
+        return A, B
+
+    emit_gemm(ctx, "conv", mg, N, K, groups, operands, epi_store, "conv")
+
+
+def _emit_depthwise(ctx, grp, conv, rest, epi_store, coords_of, a):
+    """Direct convolution, one thread per output element (groups with one input channel each)."""
+    xs = sig_of(conv.input.type)
+    ws = sig_of(conv.weight.type)
+    out = sig_of(conv.result.type).shape
+    nd = len(xs.shape) - 2
+    groups = int(a["group"])
+    cout = ws.shape[0]
+    mg = cout // groups
+    kern = ws.shape[2:]
+    ksz = int(np.prod(kern, dtype=np.int64))
+    strides, pads, dil = list(a["strides"]), list(a["pads"]), list(a["dilations"])
+    total = int(np.prod(out, dtype=np.int64))
+    opl = int(np.prod(out[2:], dtype=np.int64))
+    plane = int(np.prod(xs.shape[2:], dtype=np.int64))
+    sp = contiguous_strides(xs.shape[2:])
+
+    def body(gb, ptrs):
+        b = gb.b
+        X = ptrs[grp.index[conv.input]]
+        W = ptrs[grp.index[conv.weight]]
+        with gb.grid_stride(total) as e:
+            co_full = b.udiv(e, c32(opl))
+            bi = b.udiv(co_full, c32(cout))
+            co = b.urem(co_full, c32(cout))
+            p = b.urem(e, c32(opl))
+            ci = b.udiv(co, c32(mg)) if mg > 1 else co
+            oc = []
+            for d in range(nd):
+                inner = int(np.prod(out[2 + d + 1 :], dtype=np.int64))
+                x = b.udiv(p, c32(inner)) if inner > 1 else p
+                if d > 0:
+                    x = b.urem(x, c32(out[2 + d]))
+                oc.append(x)
+            xbase = b.mul(b.add(b.mul(bi, c32(xs.shape[1])), ci), c32(plane))
+            wbase = b.mul(co, c32(ksz))
+            acc = cf(0.0)
+            for r in range(ksz):
+                kc = np.unravel_index(r, kern)
+                valid = None
+                off = xbase
+                for d in range(nd):
+                    pos = b.add(_mul(b, oc[d], strides[d]), c32(int(kc[d]) * dil[d] - pads[d]))
+                    ok = b.icmp_unsigned("<", pos, c32(xs.shape[2 + d]))
+                    valid = ok if valid is None else b.and_(valid, ok)
+                    off = b.add(off, _mul(b, pos, sp[d]))
+                safe = b.select(valid, off, c32(0))
+                xv = load_elem(gb, X, safe, xs.dtype)
+                wv = load_elem(gb, W, b.add(wbase, c32(r)), ws.dtype)
+                acc = gb.fma(b.select(valid, xv, cf(0.0)), wv, acc)
+            # epilogue at (batch, channel, position): z = 0, m = channel, n = batch*opl + p
+            n = b.add(b.mul(bi, c32(opl)), p)
+            epi_store(gb, ptrs, c32(0), co, n, acc)
+
+    # coords_of for depthwise takes m = full output channel: groups treated as 1
+    ctx.launch("dwconv", ctx.refs, (min(-(-total // 256), 65535 * 4), 1, 1), 256, body, "depthwise conv")
+
+
+# --- matmul / gemm
+
+
+def operand_view(v, grp):
+    """(leaf value, shape, strides) of a value that is a leaf seen through transposes/reshapes, or None."""
+    if v in grp.leaves:
+        s = sig_of(v.type).shape
+        return v, tuple(s), contiguous_strides(s)
+    op = v.owner
+    if isinstance(op, g.TransposeOp) and op in grp.ops:
+        base = operand_view(op.input, grp)
+        if base is None:
+            return None
+        leaf, shape, strides = base
+        perm = op.py_attrs()["perm"]
+        return leaf, tuple(shape[p] for p in perm), [strides[p] for p in perm]
+    if isinstance(op, g.ReshapeOp) and op in grp.ops:
+        base = operand_view(op.input, grp)
+        if base is None:
+            return None
+        leaf, shape, strides = base
+        if list(strides) != contiguous_strides(shape):
+            return None
+        s = sig_of(v.type).shape
+        return leaf, tuple(s), contiguous_strides(s)
+    return None
+
+
+def match_matmul(grp) -> bool:
+    anchors = [op for op in grp.ops if isinstance(op, g.MatMulOp | g.GemmOp)]
+    if len(anchors) != 1:
+        return False
+    mm = anchors[0]
+    pro = grp.ops[: grp.ops.index(mm)]
+    if not all(isinstance(op, g.TransposeOp | g.ReshapeOp) for op in pro):
+        return False
+    ins = [mm.operands[0], mm.operands[1]]
+    if any(operand_view(v, grp) is None for v in ins):
+        return False
+    # prologue values may only feed the matmul
+    if any(r in grp.outputs for op in pro for r in op.results):
+        return False
+    if isinstance(mm, g.GemmOp) and mm.c is not None and mm.c not in grp.leaves:
+        return False
+    if isinstance(mm, g.MatMulOp):
+        ls, rs = sig_of(mm.lhs.type).shape, sig_of(mm.rhs.type).shape
+        if (len(ls) < 2 or len(rs) < 2) and len(grp.ops) - len(pro) > 1:
+            return False
+    return epilogue_ops(grp, mm) is not None
+
+
+def emit_matmul(ctx, grp) -> None:
+    mm = next(op for op in grp.ops if isinstance(op, g.MatMulOp | g.GemmOp))
+    rest = epilogue_ops(grp, mm)
+    out = sig_of(mm.results[0].type).shape
+    lv, lshape, lstr = operand_view(mm.operands[0], grp)
+    rv, rshape, rstr = operand_view(mm.operands[1], grp)
+    alpha, beta, cval = 1.0, 0.0, None
+    if isinstance(mm, g.GemmOp):
+        a = mm.py_attrs()
+        alpha, beta = float(a["alpha"]), float(a["beta"])
+        if a["trans_a"]:
+            lshape, lstr = lshape[::-1], lstr[::-1]
+        if a["trans_b"]:
+            rshape, rstr = rshape[::-1], rstr[::-1]
+        cval = mm.c if beta != 0.0 else None
+    # 1-D operands: a row (lhs) or a column (rhs)
+    if len(lshape) == 1:
+        lshape, lstr = (1, lshape[0]), [0, lstr[0]]
+    if len(rshape) == 1:
+        rshape, rstr = (rshape[0], 1), [rstr[0], 0]
+    M, K = lshape[-2], lshape[-1]
+    N = rshape[-1]
+    bshape = tuple(np.broadcast_shapes(tuple(lshape[:-2]), tuple(rshape[:-2]))) if (len(lshape) > 2 or len(rshape) > 2) else ()
+    Z = int(np.prod(bshape, dtype=np.int64)) if bshape else 1
+    lb = _batch_strides(lshape[:-2], lstr[:-2], bshape)
+    rb = _batch_strides(rshape[:-2], rstr[:-2], bshape)
+    logical = (*bshape, M, N)
+    nb = len(bshape)
+
+    def coords_of(gb, z, m, n):
+        if tuple(out) != logical:
+            # 1-D matmul: the output drops a unit dim; same elements in the same order
+            flat = gb.b.add(gb.b.mul(gb.b.add(gb.b.mul(z, c32(M)), m), c32(N)), n)
+            return Coords.from_flat(gb, out, flat)
+        groups = ([(tuple(range(nb)), z)] if nb else []) + [((nb,), m), ((nb + 1,), n)]
+        return Coords(gb, out, groups)
+
+    def extra(gb, ptrs, coords, acc):
+        b = gb.b
+        if alpha != 1.0:
+            acc = b.fmul(acc, cf(alpha))
+        if cval is not None:
+            cs = sig_of(cval.type)
+            from dsc.backends.cpu.emit_elementwise import broadcast_strides
+
+            cv = load_elem(gb, ptrs[grp.index[cval]], coords.offset(broadcast_strides(cs.shape, coords.shape)), cs.dtype)
+            acc = b.fadd(acc, cv if beta == 1.0 else b.fmul(cv, cf(beta)))
+        return acc
+
+    epi = make_epilogue(grp, mm, rest, out, coords_of)
+
+    def epi_store(gb, ptrs, z, m, n, acc):
+        epi(gb, ptrs, z, m, n, acc, extra)
+
+    def operands(gb, ptrs):
+        A = StridedOperand(ptrs[grp.index[lv]], sig_of(lv.type).dtype, lstr[-2], lstr[-1], bshape, lb)
+        B = StridedOperand(ptrs[grp.index[rv]], sig_of(rv.type).dtype, rstr[-2], rstr[-1], bshape, rb)
+        return A, B
+
+    emit_gemm(ctx, "gemm", M, N, K, Z, operands, epi_store, mm.name.replace("graph.", ""))
+
+
+def _batch_strides(shape, strides, bshape):
+    """Strides of an operand's batch dims read at the broadcast batch index (0 where broadcast)."""
+    shape, strides = list(shape), list(strides)
+    pad = len(bshape) - len(shape)
+    out = [0] * pad + [0 if s == 1 else st for s, st in zip(shape, strides)]
+    return tuple(out)
+
+
+__all__ = ["match_conv", "emit_conv", "match_matmul", "emit_matmul", "choose_tiling", "TileConfig", "emit_gemm_body"]

@@ -1,0 +1,90 @@
+"""GPU target descriptions: SM -> PTX ISA version, and LLVM's NVPTX target machine.
+
+The PTX ISA version is the lowest one LLVM's NVPTX back end accepts for the
+SM (`+ptxNN`): the lower the version, the older the driver that can JIT it.
+CUDA 13.0's ptxas and the CUDA 12/13 drivers of Jetson Orin and H200 boards
+take all of these; NVRTC 13.5 would write PTX 9.5, which they refuse.
+
+    sm_80 (A100)          PTX 7.0   CUDA 11.0
+    sm_86 (RTX 30, A10)   PTX 7.1   CUDA 11.1
+    sm_87 (Jetson Orin)   PTX 7.4   CUDA 11.4
+    sm_89 (RTX 40, L4)    PTX 7.8   CUDA 11.8
+    sm_90 (H100, H200)    PTX 7.8   CUDA 11.8
+
+PTX compiled for sm_XY runs (JIT-compiled by the driver) on any GPU of
+compute capability >= X.Y; the runtime's preflight checks both the GPU and
+the driver (see dsc/runtime/cuda_executor.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dsc.runtime.errors import TargetError
+
+TRIPLE = "nvptx64-nvidia-cuda"
+DATALAYOUT = "e-p6:32:32-i64:64-i128:128-v16:16-v32:32-n16:32:64"
+
+# SM -> (PTX ISA major, minor): the lowest version NVPTX accepts for that SM.
+PTX_ISA: dict[str, tuple[int, int]] = {
+    "sm_80": (7, 0),
+    "sm_86": (7, 1),
+    "sm_87": (7, 4),
+    "sm_89": (7, 8),
+    "sm_90": (7, 8),
+}
+
+# PTX ISA version -> the first CUDA release (driver API version, as cuDriverGetVersion reports it) that reads it.
+PTX_ISA_DRIVER: dict[tuple[int, int], int] = {
+    (7, 0): 11000, (7, 1): 11010, (7, 2): 11020, (7, 3): 11030, (7, 4): 11040, (7, 5): 11050,
+    (7, 6): 11060, (7, 7): 11070, (7, 8): 11080, (8, 0): 12000, (8, 1): 12010, (8, 2): 12020,
+    (8, 3): 12030, (8, 4): 12040, (8, 5): 12050, (8, 6): 12070, (8, 7): 12080, (8, 8): 12090,
+    (9, 0): 13000,
+}
+
+# Multiprocessors of a typical part per SM: used to size grids (any count runs correctly).
+SM_COUNT = {"sm_80": 108, "sm_86": 84, "sm_87": 16, "sm_89": 128, "sm_90": 132}
+
+
+@dataclass(frozen=True)
+class GpuTarget:
+    sm: str  # "sm_90"
+
+    @property
+    def ptx_isa(self) -> tuple[int, int]:
+        return PTX_ISA[self.sm]
+
+    @property
+    def ptx_isa_str(self) -> str:
+        return "%d.%d" % self.ptx_isa
+
+    @property
+    def compute_capability(self) -> tuple[int, int]:
+        n = int(self.sm.split("_")[1])
+        return n // 10, n % 10
+
+    @property
+    def features(self) -> str:
+        major, minor = self.ptx_isa
+        return f"+ptx{major}{minor}"
+
+    @property
+    def min_driver(self) -> int:
+        return PTX_ISA_DRIVER[self.ptx_isa]
+
+    @property
+    def sm_count(self) -> int:
+        return SM_COUNT.get(self.sm, 80)
+
+    def target_machine(self):
+        from dsc.backends.cpu.target import init_llvm
+        import llvmlite.binding as llvm
+
+        init_llvm()
+        return llvm.Target.from_triple(TRIPLE).create_target_machine(cpu=self.sm, features=self.features, opt=3)
+
+
+def gpu_target(sm: str) -> GpuTarget:
+    if sm not in PTX_ISA:
+        raise TargetError(f"no CUDA code generation for {sm}", hint=f"GPU targets: {', '.join(PTX_ISA)}")
+    return GpuTarget(sm)
