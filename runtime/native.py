@@ -1,10 +1,12 @@
-"""Loading native object code and calling `dsc_run` on a pool of threads.
+"""Loading native object code and running it on all cores.
 
 The object is loaded with llvmlite's MCJIT (`add_object_file`): no C compiler
-or linker on the machine. `dsc_run(inputs, outputs, weights, arena, tid,
-nthreads, barrier)` is called once per thread per inference through ctypes,
-which releases the GIL, so the threads run the generated code in parallel;
-the generated code synchronizes its steps with its own spin barrier.
+or linker on the machine. N-1 worker threads each make one ctypes call,
+`dsc_worker(ctl, tid)`, and stay parked in native code (ctypes releases the
+GIL); an inference is one call, `dsc_dispatch`, which hands the job to the
+workers, runs thread 0's share and returns when all are done. The steps of
+`dsc_run` synchronize with the generated code's own barrier. See
+backends/cpu/workers.py.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import weakref
 
 import numpy as np
 
@@ -26,6 +28,24 @@ _RUN = ctypes.CFUNCTYPE(
     ctypes.c_int64,
     ctypes.c_void_p,
 )
+_DISPATCH = ctypes.CFUNCTYPE(
+    None, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p
+)
+_WORKER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
+_STOP = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_DISPATCH = ctypes.CFUNCTYPE(
+    None,
+    ctypes.POINTER(ctypes.c_void_p),
+    ctypes.POINTER(ctypes.c_void_p),
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+)
+_WORKER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
+_STOP = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _llvm_lock = threading.Lock()
 _llvm_ready = False
 
@@ -61,11 +81,22 @@ class NativeModule:
         self._fn = _RUN(addr)
         self._entries = {"dsc_run": self._fn}
         self.num_threads = max(1, num_threads or os.cpu_count() or 1)
-        self._pool = ThreadPoolExecutor(self.num_threads - 1, thread_name_prefix="dsc") if self.num_threads > 1 else None
-        # One inference at a time owns the pool (the steps of a call spin-wait for all its
-        # threads, so two calls sharing workers could deadlock); a concurrent call runs
+        # Workers are parked inside native code (dsc_worker); an inference is one native
+        # call (dsc_dispatch). One inference at a time owns them; a concurrent call runs
         # single-threaded in its caller's thread instead.
         self._pool_lock = threading.Lock()
+        self._ctl = np.zeros(32, dtype=np.int64)
+        self._workers: list[threading.Thread] = []
+        if self.num_threads > 1:
+            self._dispatch = _DISPATCH(self._engine.get_function_address("dsc_dispatch"))
+            stop = _STOP(self._engine.get_function_address("dsc_stop"))
+            worker = _WORKER(self._engine.get_function_address("dsc_worker"))
+            ctl = self._ctl.ctypes.data
+            for t in range(1, self.num_threads):
+                th = threading.Thread(target=worker, args=(ctl, t), name=f"dsc-worker-{t}", daemon=True)
+                th.start()
+                self._workers.append(th)
+            weakref.finalize(self, _shutdown, stop, ctl, self._workers, self._ctl, self._engine)
 
     def entry(self, name: str):
         """Another entry point with dsc_run's signature (e.g. a CPU segment `dsc_seg0` of a CPU+GPU artifact)."""
@@ -86,14 +117,18 @@ class NativeModule:
         barrier = np.zeros(8, dtype=np.int64)  # count, generation (own cache line per call)
         args = (ins, outs, weights.ctypes.data, arena.ctypes.data)
         bar = barrier.ctypes.data
-        if self._pool is None or not self._pool_lock.acquire(blocking=False):
+        if not self._workers or not self._pool_lock.acquire(blocking=False):
             fn(*args, 0, 1, bar)
             return
         try:
-            n = self.num_threads
-            futures = [self._pool.submit(fn, *args, t, n, bar) for t in range(1, n)]
-            fn(*args, 0, n, bar)
-            for f in futures:
-                f.result()
+            self._dispatch(*args, self.num_threads, bar, self._ctl.ctypes.data, ctypes.cast(fn, ctypes.c_void_p).value)
         finally:
             self._pool_lock.release()
+
+
+def _shutdown(stop, ctl: int, workers: list, keep_alive, engine) -> None:
+    """Release the parked workers (they return from dsc_worker) before the code is freed."""
+    stop(ctl)
+    for th in workers:
+        th.join(timeout=1.0)
+    del keep_alive, engine

@@ -34,7 +34,8 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
 
-from dsc.backends.cpu.irb import I8P, I64, VOID, KernelBuilder, const_i64, emit_barrier
+from dsc.backends.cpu.irb import I8P, I64, VOID, KernelBuilder, const_i64
+from dsc.backends.cpu.workers import emit_barrier, emit_workers
 from dsc.backends.cpu.target import CpuTarget
 from dsc.dialects import graph as g
 from dsc.dialects import kernel as k
@@ -342,6 +343,7 @@ class Codegen:
             if n + 1 < len(self.steps):
                 b.call(barrier, [bar, nthreads])
         b.ret_void()
+        emit_workers(self.llmod, fn, self.target.arch)
         # the C-friendly entry for embedding without the Python runtime: one thread, own barrier
         single = ir.Function(self.llmod, ir.FunctionType(VOID, [i8pp, i8pp, I8P, I8P]), "dsc_run_single")
         sb = ir.IRBuilder(single.append_basic_block("entry"))

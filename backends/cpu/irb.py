@@ -196,39 +196,7 @@ def declare_function(module: ir.Module, name: str, ret, args) -> ir.Function:
 
 
 def emit_barrier(module: ir.Module, arch: str) -> ir.Function:
-    """`void dsc_barrier(i64* state, i64 nthreads)`: a sense-reversing spin barrier.
+    """The step barrier; it lives in workers.py with the other threading code."""
+    from dsc.backends.cpu.workers import emit_barrier as emit
 
-    state[0] counts arrivals, state[1] is the generation. The last thread to
-    arrive resets the count and bumps the generation; the others spin on it.
-    seq_cst atomics make every kernel's stores visible to the next kernel.
-    """
-    fn = declare_function(module, "dsc_barrier", VOID, [I64.as_pointer(), I64])
-    if fn.blocks:
-        return fn
-    fn.linkage = "internal"
-    state, n = fn.args
-    entry = fn.append_basic_block("entry")
-    b = ir.IRBuilder(entry)
-    count_p = b.gep(state, [const_i64(0)], inbounds=True)
-    gen_p = b.gep(state, [const_i64(1)], inbounds=True)
-    gen = b.load_atomic(gen_p, "seq_cst", 8)
-    arrived = b.add(b.atomic_rmw("add", count_p, const_i64(1), "seq_cst"), const_i64(1))
-    last = fn.append_basic_block("last")
-    wait = fn.append_basic_block("wait")
-    done = fn.append_basic_block("done")
-    b.cbranch(b.icmp_signed("==", arrived, n), last, wait)
-    b.position_at_end(last)
-    b.store_atomic(const_i64(0), count_p, "seq_cst", 8)
-    b.atomic_rmw("add", gen_p, const_i64(1), "seq_cst")
-    b.branch(done)
-    b.position_at_end(wait)
-    if arch.startswith("x86"):
-        b.call(module.declare_intrinsic("llvm.x86.sse2.pause", (), ir.FunctionType(VOID, [])), [])
-    elif arch.startswith(("aarch64", "arm64")):
-        # the AArch64 `yield` hint (HINT #1): tells an SMT core / the hypervisor that this is a spin loop
-        b.call(module.declare_intrinsic("llvm.aarch64.hint", (), ir.FunctionType(VOID, [I32])), [ir.Constant(I32, 1)])
-    now = b.load_atomic(gen_p, "seq_cst", 8)
-    b.cbranch(b.icmp_signed("==", now, gen), wait, done)
-    b.position_at_end(done)
-    b.ret_void()
-    return fn
+    return emit(module, arch)
