@@ -136,3 +136,20 @@ def test_runtime_imports_without_compiler():
     code = "import sys, dsc.runtime; bad=[m for m in ('xdsl','onnx','dsc.dialects','dsc.frontends') if m in sys.modules]; print(bad); assert not bad"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+def test_every_package_is_listed_in_pyproject():
+    """A built wheel ships only the packages pyproject lists: every folder with an __init__.py must be there."""
+    import pathlib
+    import tomllib
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    cfg = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(cfg["packages"])
+    dirs = {v: k for k, v in cfg["package-dir"].items()}
+    found = set()
+    for top, name in dirs.items():
+        for init in (root / top).rglob("__init__.py"):
+            rel = init.parent.relative_to(root / top)
+            found.add(".".join([name, *rel.parts]) if rel.parts else name)
+    assert found == listed, f"missing: {sorted(found - listed)}, stale: {sorted(listed - found)}"
