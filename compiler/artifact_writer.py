@@ -62,6 +62,8 @@ def build_artifact(
             "output_sources": [_ref(r) for r in prog.output_sources],
         },
     }
+    if prog.profile_offset is not None:
+        manifest["plan"]["profile_offset"] = prog.profile_offset
     if gpu is not None:
         ptx_member = f"gpu/{gpu.sm}.ptx"
         members[ptx_member] = gpu.ptx.encode()

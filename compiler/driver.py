@@ -60,7 +60,9 @@ def codegen(module: ModuleOp, target: Target, source: str | None = None, options
 
         hp = generate_hetero(module, cpu, gpu_target(target.sm), emulate=gpu_emulation)
         return build_artifact(hp.cpu, cpu, target.name, arg_names(f), result_names(f), source, opts, gpu=hp.gpu, segments=hp.segments)
-    prog = generate(module, cpu)
+    prog = generate(module, cpu, profile=options.profile)
+    if options.profile:
+        opts["profile"] = True
     return build_artifact(prog, cpu, target.name, arg_names(f), result_names(f), source, opts)
 
 

@@ -40,6 +40,7 @@ class CompileOptions:
     precision: str = "fp32"  # fp32 | fp16 | bf16
     amp_level: str = "O1"  # O0 | O1 | O2
     place: tuple[str, ...] = ()  # NODE_OR_OP=device overrides
+    profile: bool = False  # CPU code records a timestamp per step (dsc bench --profile)
 
 
 def pipeline_for(target: Target, options: CompileOptions = CompileOptions()) -> list[tuple[str, str]]:

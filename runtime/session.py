@@ -17,6 +17,7 @@ gpu_emulation=True; for tests).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -127,6 +128,27 @@ class Session:
         if bad:
             raise ShapeError(f"unknown output names {bad}", hint=f"the outputs are {list(index)}")
         return [outs[index[n]] for n in output_names]
+
+    def profile(self, input_feed: Mapping[str, object], repeats: int = 10) -> list[tuple[str, float]]:
+        """Median seconds per step (needs an artifact compiled with profiling, e.g. `dsc bench --profile`)."""
+        off = self.manifest["plan"].get("profile_offset")
+        if off is None:
+            raise ShapeError("this artifact was compiled without profiling", hint="compile with CompileOptions(profile=True) or use `dsc bench --profile`")
+        steps = self.manifest["plan"]["steps"]
+        ins = self._check(input_feed)
+        outs = [np.empty(a.shape, a.dtype) for a in self._outputs]
+        arena = np.empty(self._arena_bytes, np.uint8)
+        ticks, walls = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            self._native.run(ins, outs, self._weights, arena)
+            walls.append(time.perf_counter() - t0)
+            stamps = arena[off : off + 8 * (len(steps) + 1)].view(np.int64)
+            ticks.append(np.diff(stamps))
+        per_step = np.median(np.array(ticks), axis=0)
+        # cycle counter ticks -> seconds, calibrated on the whole run's wall time
+        scale = float(np.median(walls)) / max(float(per_step.sum()), 1.0)
+        return [(label, float(t) * scale) for label, t in zip(steps, per_step)]
 
     def _buffer(self, src: dict, ins, outs) -> np.ndarray:
         dt, shape = np.dtype(src["dtype"]), tuple(src["shape"])

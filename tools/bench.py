@@ -94,6 +94,22 @@ def bench_one(model, name: str, threads: int, rounds: int, warmup: int = 3, comp
     return {"model": name, "dsc_ms": md * 1e3, "ort_ms": mo * 1e3, "ratio": md / mo if to else float("nan"), "gflops": flops / md / 1e9 if flops else float("nan"), "compile_s": compile_s, "max_err": err}
 
 
+def profile_one(model, name: str, threads: int, top: int = 15) -> str:
+    """Per-step medians of a profiling build: where the time goes."""
+    import dsc.runtime
+    from dsc.driver import compile as dsc_compile
+    from dsc.pipeline import CompileOptions
+    from dsc.tools import zoo
+
+    sess = dsc.runtime.load(dsc_compile(model, options=CompileOptions(profile=True)), num_threads=threads)
+    steps = sess.profile(zoo.example_inputs(model), repeats=10)
+    total = sum(t for _, t in steps)
+    lines = [f"{name}: {total * 1e3:.3f} ms in {len(steps)} steps; top {top}:"]
+    for label, t in sorted(steps, key=lambda x: -x[1])[:top]:
+        lines.append(f"  {t * 1e3:8.3f} ms  {100 * t / total:5.1f}%  {label}")
+    return "\n".join(lines)
+
+
 def format_table(rows: list[dict], threads: int) -> str:
     lines = [
         f"threads {threads}, medians of interleaved runs (dsc, onnxruntime, dsc, ...)",
@@ -115,7 +131,15 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--compare", choices=["onnxruntime", "none"], default="onnxruntime")
+    p.add_argument("--profile", action="store_true", help="print the slowest steps of each model instead of the comparison")
     args = p.parse_args(argv)
+    if args.profile:
+        import onnx
+
+        for name in [args.model] if args.model else args.models.split(","):
+            model = onnx.load(name) if args.model else zoo.build(name, batch=int(args.batch.split(",")[0]))
+            print(profile_one(model, name, args.threads))
+        return 0
     rows = []
     try:
         if args.model:

@@ -98,6 +98,7 @@ class NativeProgram:
     output_sources: list[BufRef | None]  # None: written by dsc_run; else copy from this buffer
     steps: list[Step]
     llvm_ir: str = ""
+    profile_offset: int | None = None  # arena byte offset of per-step timestamps (profiling builds)
 
 
 class WeightBlob:
@@ -173,9 +174,12 @@ def _load_emitters() -> None:
 
 
 class Codegen:
-    def __init__(self, module: ModuleOp, target: CpuTarget):
+    def __init__(self, module: ModuleOp, target: CpuTarget, profile: bool = False):
         _load_emitters()
         self.target = target
+        # profiling: thread 0 stores the cycle counter after each step's barrier (x86 only:
+        # AArch64's cycle counter traps in user space)
+        self.profile = profile and target.arch.startswith("x86")
         self.fn = _main(module)
         self.llmod = ir.Module(name="dsc")
         self.llmod.triple = target.triple
@@ -186,6 +190,7 @@ class Codegen:
         arena = self.fn.attributes.get("dsc.arena")
         self.arena_bytes = int(arena.data["cpu"].value.data) if arena is not None and "cpu" in arena.data else 0
         self.scratch_bytes = 0
+        self.profile_offset: int | None = None
         self._fn_cache: dict[str, str] = {}
 
     # ----------------------------------------------------------- buffers
@@ -331,6 +336,10 @@ class Codegen:
         fn = ir.Function(self.llmod, ir.FunctionType(VOID, [i8pp, i8pp, I8P, I8P, I64, I64, I64.as_pointer()]), "dsc_run")
         inputs, outputs, weights, arena, tid, nthreads, bar = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
+        stamps = None
+        if self.profile:
+            stamps = b.bitcast(b.gep(arena, [const_i64(self.profile_offset)], inbounds=True), I64.as_pointer())
+            self._stamp(b, stamps, tid, 0)
         for n, step in enumerate(self.steps):
             ptrs = []
             for ref in step.args:
@@ -340,8 +349,10 @@ class Codegen:
                     base = b.gep(weights if ref.kind == "weight" else arena, [const_i64(ref.index)], inbounds=True)
                 ptrs.append(b.bitcast(base, llvm_type(ref.dtype).as_pointer()))
             b.call(self.llmod.globals[step.name], ptrs + [tid, nthreads])
-            if n + 1 < len(self.steps):
+            if n + 1 < len(self.steps) or stamps is not None:
                 b.call(barrier, [bar, nthreads])
+            if stamps is not None:
+                self._stamp(b, stamps, tid, n + 1)
         b.ret_void()
         emit_workers(self.llmod, fn, self.target.arch)
         # the C-friendly entry for embedding without the Python runtime: one thread, own barrier
@@ -352,15 +363,26 @@ class Codegen:
         sb.call(fn, [*single.args, const_i64(0), const_i64(1), sb.gep(state, [const_i64(0), ir.Constant(ir.IntType(32), 0)], inbounds=True)])
         sb.ret_void()
 
+    def _stamp(self, b: ir.IRBuilder, stamps, tid, index: int) -> None:
+        with b.if_then(b.icmp_signed("==", tid, const_i64(0))):
+            cyc = b.call(self.llmod.declare_intrinsic("llvm.readcyclecounter", (), ir.FunctionType(I64, [])), [])
+            b.store(cyc, b.gep(stamps, [const_i64(index)], inbounds=True))
+
     def run(self) -> NativeProgram:
         inputs, outputs, sources = self._assign_buffers()
         for op in self.fn.body.block.ops:
             if isinstance(op, k.FusedOp):
                 self._emit_kernel(op)
+        arena = _align(self.arena_bytes + self.scratch_bytes)
+        if self.profile:
+            self.profile_offset = arena
+            arena += _align(8 * (len(self.steps) + 1))
         self._emit_entry()
         text = str(self.llmod)
         obj = compile_llvm_ir(text, self.target)
-        return NativeProgram(obj, self.weights.bytes(), _align(self.arena_bytes + self.scratch_bytes), inputs, outputs, sources, self.steps, text)
+        prog = NativeProgram(obj, self.weights.bytes(), arena, inputs, outputs, sources, self.steps, text)
+        prog.profile_offset = self.profile_offset
+        return prog
 
 
 def compile_llvm_ir(text: str, target: CpuTarget) -> bytes:
@@ -391,9 +413,9 @@ def _root(v: SSAValue) -> SSAValue:
     return v
 
 
-def generate(module: ModuleOp, target: CpuTarget) -> NativeProgram:
-    """Compile fused, planned kernel IR to a NativeProgram for a CPU target."""
-    return Codegen(module, target).run()
+def generate(module: ModuleOp, target: CpuTarget, profile: bool = False) -> NativeProgram:
+    """Compile fused, planned kernel IR to a NativeProgram for a CPU target (optionally with step timestamps)."""
+    return Codegen(module, target, profile).run()
 
 
 __all__ = ["BufRef", "NativeProgram", "StepCtx", "generate", "op_emitter", "fused_emitter", "llvm_type", "type_str"]
