@@ -6,7 +6,9 @@
 
 Each round runs dsc once then onnxruntime once (A B A B ...), with the same
 thread count, so machine noise hits both alike; the table gives medians, the
-ratio dsc/onnxruntime (< 1 is faster) and dsc's GFLOP/s.
+ratio dsc/onnxruntime (< 1 is faster) and dsc's GFLOP/s. Neither runtime's
+threads spin between runs (onnxruntime: allow_spinning=0; dsc: parked
+workers spin briefly, then yield and sleep), so one does not slow the other.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ def bench_one(model, name: str, threads: int, rounds: int, warmup: int = 3, comp
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # interleaved runs: a runtime whose idle threads keep spinning steals the cores from the
+    # other's next run, so onnxruntime's threads (like dsc's) stop spinning between runs
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     ref = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]) if compare else None
     ours = sess.run(None, feeds)
     if ref is not None:

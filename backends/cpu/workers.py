@@ -20,7 +20,8 @@ from llvmlite import ir
 
 from dsc.backends.cpu.irb import I8P, I32, I64, VOID, const_i64, declare_function
 
-SPIN = 20000  # pause-spins before yielding
+SPIN = 20000  # pause-spins before yielding, inside an inference (between steps)
+IDLE_SPIN = 1000  # pause-spins of a worker waiting for the next inference
 YIELD = 200  # yields before sleeping
 SLEEP_US = 50
 CTL_WORDS = 24
@@ -33,9 +34,13 @@ def _relax(module: ir.Module, b: ir.IRBuilder, arch: str) -> None:
         b.call(module.declare_intrinsic("llvm.aarch64.hint", (), ir.FunctionType(VOID, [I32])), [ir.Constant(I32, 1)])
 
 
-def emit_wait(module: ir.Module, arch: str) -> ir.Function:
-    """`void dsc_wait_ne(i64* p, i64 v)`: wait until *p != v (spin, then yield, then sleep)."""
-    fn = declare_function(module, "dsc_wait_ne", VOID, [I64.as_pointer(), I64])
+def emit_wait(module: ir.Module, arch: str, idle: bool = False) -> ir.Function:
+    """`void dsc_wait_ne(i64* p, i64 v)`: wait until *p != v (spin, then yield, then sleep).
+
+    The idle variant (a worker between inferences) spins briefly, so parked
+    workers do not steal the cores from whatever the process runs next."""
+    spins = IDLE_SPIN if idle else SPIN
+    fn = declare_function(module, "dsc_wait_idle" if idle else "dsc_wait_ne", VOID, [I64.as_pointer(), I64])
     if fn.blocks:
         return fn
     fn.linkage = "internal"
@@ -57,14 +62,14 @@ def emit_wait(module: ir.Module, arch: str) -> ir.Function:
     spin = fn.append_basic_block("spin")
     slow = fn.append_basic_block("slow")
     nxt = fn.append_basic_block("next")
-    b.cbranch(b.icmp_signed("<", n, const_i64(SPIN)), spin, slow)
+    b.cbranch(b.icmp_signed("<", n, const_i64(spins)), spin, slow)
     b.position_at_end(spin)
     _relax(module, b, arch)
     b.branch(nxt)
     b.position_at_end(slow)
     yield_b = fn.append_basic_block("yield")
     sleep_b = fn.append_basic_block("sleep")
-    b.cbranch(b.icmp_signed("<", n, const_i64(SPIN + YIELD)), yield_b, sleep_b)
+    b.cbranch(b.icmp_signed("<", n, const_i64(spins + YIELD)), yield_b, sleep_b)
     b.position_at_end(yield_b)
     b.call(sched_yield, [])
     b.branch(nxt)
@@ -82,6 +87,7 @@ def emit_wait(module: ir.Module, arch: str) -> ir.Function:
 def emit_workers(module: ir.Module, run: ir.Function, arch: str) -> None:
     """Emit dsc_worker, dsc_dispatch and dsc_stop; the job's entry has `run`'s type."""
     wait = emit_wait(module, arch)
+    idle_wait = emit_wait(module, arch, idle=True)
     i64p = I64.as_pointer()
     i8pp = I8P.as_pointer()
 
@@ -101,7 +107,7 @@ def emit_workers(module: ir.Module, run: ir.Function, arch: str) -> None:
     # the generation starts at 0: a worker that starts late still sees the first job
     seen = b.phi(I64, "seen")
     seen.add_incoming(const_i64(0), entry)
-    b.call(wait, [word(b, ctl, 0), seen])
+    b.call(idle_wait, [word(b, ctl, 0), seen])
     gen = b.load_atomic(word(b, ctl, 0), "acquire", 8)
     stop = b.load_atomic(word(b, ctl, 1), "acquire", 8)
     b.cbranch(b.icmp_signed("!=", stop, const_i64(0)), leave, work)
