@@ -22,6 +22,9 @@ demo: $(STAMP)
 	$(BIN)/dsc check out/resnet18.onnx
 	$(BIN)/dsc compile out/resnet18.onnx --emit graph -o out/resnet18.mlir
 	head -n 12 out/resnet18.mlir
+	$(BIN)/dsc compile out/resnet18.onnx -o out/resnet18.dsc --timing
+	$(BIN)/dsc inspect out/resnet18.dsc
+	$(BIN)/dsc run out/resnet18.dsc
 	$(BIN)/dsc run out/resnet18.onnx --compare onnxruntime
 
 test: $(STAMP)

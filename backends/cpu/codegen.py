@@ -103,7 +103,7 @@ class NativeProgram:
 
 class WeightBlob:
     def __init__(self):
-        self.parts: list[bytes] = []
+        self.parts: list[tuple[int, bytes]] = []  # (offset, padded bytes)
         self.size = 0
         self._by_key: dict[str, int] = {}
 
@@ -112,14 +112,25 @@ class WeightBlob:
             return self._by_key[key]
         off = self.size
         data = np.ascontiguousarray(array).tobytes()
-        self.parts.append(data + b"\0" * (_align(len(data)) - len(data)))
+        self.parts.append((off, data + b"\0" * (_align(len(data)) - len(data))))
         self.size += _align(len(data))
         if key is not None:
             self._by_key[key] = off
         return off
 
+    def compact(self, used: set[int]) -> dict[int, int]:
+        """Drop the parts no step reads (e.g. weights an emitter repacked); returns old -> new offsets."""
+        moved, parts, size = {}, [], 0
+        for off, data in self.parts:
+            if off in used:
+                moved[off] = size
+                parts.append((size, data))
+                size += len(data)
+        self.parts, self.size, self._by_key = parts, size, {}
+        return moved
+
     def bytes(self) -> bytes:
-        return b"".join(self.parts)
+        return b"".join(data for _, data in self.parts)
 
 
 @dataclass
@@ -363,6 +374,19 @@ class Codegen:
         sb.call(fn, [*single.args, const_i64(0), const_i64(1), sb.gep(state, [const_i64(0), ir.Constant(ir.IntType(32), 0)], inbounds=True)])
         sb.ret_void()
 
+    def _compact_weights(self, sources: list[BufRef | None]) -> list[BufRef | None]:
+        """Keep only the weights some step or output reads, and renumber their offsets."""
+        used = {r.index for st in self.steps for r in st.args if r.kind == "weight"}
+        used |= {r.index for r in sources if r is not None and r.kind == "weight"}
+        moved = self.weights.compact(used)
+
+        def fix(r: BufRef | None) -> BufRef | None:
+            return BufRef(r.kind, moved[r.index], r.dtype, r.shape) if r is not None and r.kind == "weight" else r
+
+        for st in self.steps:
+            st.args = [fix(r) for r in st.args]
+        return [fix(r) for r in sources]
+
     def _stamp(self, b: ir.IRBuilder, stamps, tid, index: int) -> None:
         with b.if_then(b.icmp_signed("==", tid, const_i64(0))):
             cyc = b.call(self.llmod.declare_intrinsic("llvm.readcyclecounter", (), ir.FunctionType(I64, [])), [])
@@ -373,6 +397,7 @@ class Codegen:
         for op in self.fn.body.block.ops:
             if isinstance(op, k.FusedOp):
                 self._emit_kernel(op)
+        sources = self._compact_weights(sources)
         arena = _align(self.arena_bytes + self.scratch_bytes)
         if self.profile:
             self.profile_offset = arena
