@@ -25,32 +25,20 @@ ZOO_ORDER = ["mlp", "resnet18", "resnet50", "mobilenetv2", "efficientnet_b0", "b
 
 
 def model_flops(model) -> float:
-    """Multiply-adds x 2 of Conv, Gemm and MatMul nodes (from onnx shape inference)."""
-    import onnx
-    from onnx import numpy_helper, shape_inference
+    """2 x multiply-adds of the convolutions and matrix products, from dsc's static shapes."""
+    from dsc.dialects import graph as g
+    from dsc.dialects.tensor_types import sig_of
+    from dsc.frontends.onnx import import_onnx
 
-    m = shape_inference.infer_shapes(model)
-    shapes = {}
-    for vi in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output):
-        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
-        shapes[vi.name] = dims
-    for t in m.graph.initializer:
-        shapes[t.name] = list(t.dims)
-    del numpy_helper, onnx
-    total = 0.0
-    for n in m.graph.node:
-        out = shapes.get(n.output[0])
-        if not out:
-            continue
-        if n.op_type == "Conv":
-            w = shapes.get(n.input[1])
-            if w:
-                total += 2 * np.prod(out) * np.prod(w[1:])
-        elif n.op_type in ("Gemm", "MatMul"):
-            a = shapes.get(n.input[0])
-            if a:
-                k = a[-1] if n.op_type == "MatMul" or not any(at.name == "transA" and at.i for at in n.attribute) else a[0]
-                total += 2 * np.prod(out) * k
+    total = 0
+    for op in import_onnx(model).walk():
+        if isinstance(op, g.ConvOp):
+            w = sig_of(op.weight.type).shape
+            total += 2 * np.prod(sig_of(op.result.type).shape) * np.prod(w[1:])
+        elif isinstance(op, g.GemmOp | g.MatMulOp):
+            a = sig_of(op.operands[0].type).shape
+            k = a[0] if isinstance(op, g.GemmOp) and op.py_attrs()["trans_a"] else a[-1]
+            total += 2 * np.prod(sig_of(op.result.type).shape) * k
     return float(total)
 
 
