@@ -476,3 +476,22 @@ def test_other_targets(target):
             assert prog.object_code
             continue
         np.testing.assert_allclose(_run_program(prog, ins)[0], run_module(mod, ins)[0], **TOL)
+
+
+# ------------------------------------------------------------------ denormals
+
+
+def test_denormal_inputs_and_mxcsr_restored():
+    """Denormal activations (underflowed softmax probabilities) are flushed inside the
+    conv/gemm steps only: results stay right and the calling thread's float mode is unchanged."""
+    rng = np.random.default_rng(28)
+    sa, sb = (2, 3, 20, 20), (2, 3, 20, 16)
+    p = np.abs(rand(rng, *sa))
+    p[rng.random(sa) < 0.3] = np.float32(1e-39)
+    mod = build([sa, sb], lambda a, add: add(g.MatMulOp.make([a[0], a[1]])))
+    ins = [p, rand(rng, *sb)]
+    prog = generate(outline_each(mod.clone()), host_target())
+    got = _run_program(prog, ins, threads=1)  # runs in this thread
+    np.testing.assert_allclose(got[0], run_module(mod, ins)[0], **TOL)
+    tiny = np.array([1e-39], np.float32)
+    assert (tiny * np.float32(1.0))[0] != 0  # no DAZ / FTZ left behind

@@ -21,7 +21,13 @@ Tensors are NCHW (1-D convs are NCW, treated as H = 1). Two algorithms:
                 per-thread stack buffer [K-block][V*W] (zeros for padding)
                 and reused by every output-channel block; K is blocked so
                 the buffer stays in L2, partial sums go through the output.
-  Threads split (image, group, pixel block, channel block) tiles.
+  Threads split (image, group, pixel block, channel block) tiles; the loop
+  order keeps the bigger stream in cache (pixel blocks outer, or channel
+  blocks outer when the weights outweigh the image: 3x3 256->256 on 14x14).
+  Weights are zero padded to whole R-row blocks, so the last channel block
+  runs the same code and only skips its missing rows' stores; a last pixel
+  block with as many vectors takes its lane mask at run time. That leaves one
+  copy of the micro-kernel per kernel in most cases (compile time).
 * depthwise (group == C, one input channel per output channel): per output
   row, vectors along OW; each tap is a (masked) load of the input row (two
   loads and an even-lane shuffle for stride 2, a gather otherwise) times a
@@ -30,7 +36,8 @@ Tensors are NCHW (1-D convs are NCW, treated as H = 1). Two algorithms:
 
 The epilogue (emit_gemm.Epilogue) sees the output as [N (batch), M (rows),
 OH*OW (columns)]: per-channel operands are per-row splats, residuals are
-vector loads at the same place as the store.
+vector loads at the same place as the store. On x86 the steps run with
+denormals flushed (emit_gemm.FlushDenormals).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import numpy as np
 from dsc.backends.cpu.codegen import fused_emitter, op_emitter
 from dsc.backends.cpu.emit_gemm import (
     Epilogue,
+    FlushDenormals,
     Layout,
     add,
     branch_variants,
@@ -520,10 +528,11 @@ def _check(op: g.ConvOp) -> ConvGeom:
 
 
 def _emit(kb, op: g.ConvOp, geo: ConvGeom, ptrs: dict, w_index: int, in_ptrs, epi: Epilogue, tid, nthreads, ctx, w_single_use: bool):
-    if geo.depthwise:
-        emit_conv_depthwise(kb, geo, ptrs["x"], in_ptrs[w_index], ptrs.get("b"), epi, tid, nthreads, ctx)
-    else:
-        emit_conv_gemm(kb, geo, ptrs["x"], w_index, ptrs.get("b"), in_ptrs, epi, tid, nthreads, ctx, w_single_use)
+    with FlushDenormals(kb, ctx):
+        if geo.depthwise:
+            emit_conv_depthwise(kb, geo, ptrs["x"], in_ptrs[w_index], ptrs.get("b"), epi, tid, nthreads, ctx)
+        else:
+            emit_conv_gemm(kb, geo, ptrs["x"], w_index, ptrs.get("b"), in_ptrs, epi, tid, nthreads, ctx, w_single_use)
 
 
 @op_emitter(g.ConvOp)

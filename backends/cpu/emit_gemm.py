@@ -27,7 +27,13 @@ write their intermediates.
 
 Threads split the tiles (batch x column blocks x row blocks, rows fastest so
 one thread reuses a column block of B from its cache) with
-`KernelBuilder.thread_range`. Everything is emitted LLVM IR; no BLAS.
+`KernelBuilder.thread_range`. The tile shape comes from a small cycle model
+(`choose_tile`: FMA and load ports, FMA latency, B's L2 bandwidth); the last
+row tile is shifted up to end at M (a few rows computed twice) and a last
+column block with as many vectors takes its lane mask at run time, so most
+kernels hold one copy of the micro-kernel. On x86 the step runs with
+denormals flushed to zero (`FlushDenormals`): one denormal operand makes an
+FMA ~100x slower. Everything is emitted LLVM IR; no BLAS.
 """
 
 from __future__ import annotations
@@ -201,6 +207,40 @@ def carried_loop(kb: KernelBuilder, lo, hi, init: list, body, step: int = 1, nam
     b.branch(head)
     b.position_at_end(done)
     return phis
+
+
+class FlushDenormals:
+    """x86: treat denormal inputs and results as zero (MXCSR DAZ | FTZ) while the step runs.
+
+    One denormal operand costs an FMA a microcode assist (~100 cycles): softmax
+    probabilities that underflow, fed to probs @ V, ran 60x slower. The caller's
+    MXCSR is restored at the end of the step. Other architectures: no-op (AArch64
+    handles denormals at full speed).
+    """
+
+    def __init__(self, kb: KernelBuilder, ctx):
+        self.kb = kb
+        self.on = ctx.target.arch in ("x86_64", "i686", "i386")
+
+    def _call(self, name, p):
+        i8p = ir.IntType(8).as_pointer()
+        fn = _declare(self.kb, name, ir.VoidType(), [i8p])
+        self.kb.b.call(fn, [self.kb.b.bitcast(p, i8p)])
+
+    def __enter__(self):
+        if self.on:
+            b = self.kb.b
+            self.saved = entry_alloca(self.kb, I32, 1, align=4, name="mxcsr")
+            self._call("llvm.x86.sse.stmxcsr", self.saved)
+            new = entry_alloca(self.kb, I32, 1, align=4, name="mxcsr.ftz")
+            b.store(b.or_(b.load(self.saved), ir.Constant(I32, 0x8040)), new)
+            self._call("llvm.x86.sse.ldmxcsr", new)
+        return self
+
+    def __exit__(self, *exc):
+        if self.on and exc[0] is None:
+            self._call("llvm.x86.sse.ldmxcsr", self.saved)
+        return False
 
 
 def branch_variants(kb: KernelBuilder, cases: list) -> None:
@@ -629,6 +669,11 @@ PACK_BYTES = 192 * 1024  # per-thread stack budget for a packed B block
 
 
 def emit_matmul(kb: KernelBuilder, plan: MatmulPlan, in_ptrs, epi: Epilogue, tid, nthreads, ctx, b_single_use: bool = True) -> None:
+    with FlushDenormals(kb, ctx):
+        _emit_matmul(kb, plan, in_ptrs, epi, tid, nthreads, ctx, b_single_use)
+
+
+def _emit_matmul(kb: KernelBuilder, plan: MatmulPlan, in_ptrs, epi: Epilogue, tid, nthreads, ctx, b_single_use: bool) -> None:
     w = lanes_of(ctx)
     M, N, K = plan.M, plan.N, plan.K
     lay = epi.layout

@@ -35,6 +35,9 @@ def _int_type(x):
 
 def exp(kb: KernelBuilder, x):
     b = kb.b
+    # below the range the result is 0, not the clamp's 1e-38: a denormal would make every
+    # later FMA on it take a microcode assist (masked softmax rows in BERT)
+    under = b.fcmp_ordered("<", x, _c(x, -87.3))
     x = kb.fmin(kb.fmax(x, _c(x, -87.3)), _c(x, 88.7))
     n = kb.floor(b.fadd(b.fmul(x, _c(x, 1.4426950408889634)), _c(x, 0.5)))
     r = b.fsub(x, b.fmul(n, _c(x, 0.693359375)))
@@ -46,7 +49,7 @@ def exp(kb: KernelBuilder, x):
     p = b.fadd(p, _c(x, 1.0))
     ni = b.fptosi(n, _int_type(x))
     scale = b.bitcast(b.shl(b.add(ni, _ci(x, 127)), _ci(x, 23)), x.type)
-    return b.fmul(p, scale)
+    return b.select(under, _c(x, 0.0), b.fmul(p, scale))
 
 
 def sigmoid(kb: KernelBuilder, x):
