@@ -16,6 +16,7 @@ import contextvars
 import hashlib
 from typing import NamedTuple
 
+import ml_dtypes
 import numpy as np
 from dsc.runtime.errors import IRError
 from xdsl.dialects.builtin import (
@@ -42,6 +43,7 @@ from xdsl.irdl import irdl_attr_definition
 _DTYPES: list[tuple[np.dtype, Attribute]] = [
     (np.dtype(np.float32), f32),
     (np.dtype(np.float16), f16),
+    (np.dtype(ml_dtypes.bfloat16), bf16),  # NumPy kind 'V' (not np.floating): ml_dtypes
     (np.dtype(np.float64), f64),
     (np.dtype(np.int64), i64),
     (np.dtype(np.int32), i32),
@@ -55,7 +57,8 @@ _DTYPES: list[tuple[np.dtype, Attribute]] = [
 ]
 _TO_ELEM = {dt: el for dt, el in _DTYPES}
 _FROM_ELEM = {el: dt for dt, el in _DTYPES}
-BF16 = bf16  # recognised in types, not computed with by NumPy
+BF16 = bf16
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)  # ml_dtypes' NumPy bfloat16 (2 bytes, float32's exponent range)
 
 
 class Sig(NamedTuple):
@@ -71,7 +74,7 @@ class Sig(NamedTuple):
 def element_type(dtype) -> Attribute:
     dt = np.dtype(dtype)
     if dt not in _TO_ELEM:
-        raise IRError(f"dtype {dt} has no dsc element type", hint="use float32, float16, float64, int8..int64, uint8..uint64 or bool")
+        raise IRError(f"dtype {dt} has no dsc element type", hint="use float32, float16, bfloat16, float64, int8..int64, uint8..uint64 or bool")
     return _TO_ELEM[dt]
 
 

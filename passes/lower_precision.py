@@ -1,4 +1,8 @@
-"""lower-precision: run chosen graph ops in float16 (automatic mixed precision).
+"""lower-precision: run chosen graph ops in float16 or bfloat16 (automatic mixed precision).
+
+`precision=fp16` computes in float16, `precision=bf16` in bfloat16
+(ml_dtypes' NumPy dtype: 8 significant bits, float32's exponent range).
+Both follow the same rules below; "float16" stands for the reduced dtype.
 
 Input: graph-dialect IR before fusion (no `kernel.fused`), best after
 fold-batchnorm so convolutions carry their folded weights.
@@ -22,28 +26,34 @@ reshape or relu between two convolutions adds no casts, and a reshape
 between two float32 ops adds none either.
 
 Float32 constants consumed by a float16 op are converted at compile time
-(a new constant `<key>_fp16`; values beyond float16's range saturate to
-+-65504, as TensorRT does with weights, so an attention mask's -3.4e38
-stays a large finite negative instead of becoming -inf and 0 * -inf = NaN).
+(a new constant `<key>_fp16` / `<key>_bf16`; finite values beyond the reduced
+dtype's range saturate to its largest finite value, +-65504 for float16 as
+TensorRT does with weights, so an attention mask's -3.4e38 stays a large
+finite negative instead of becoming -inf and 0 * -inf = NaN. bfloat16 needs
+this too, although it has float32's exponent range: float32's largest values
+above 3.3961e38 round up to inf, and -3.4028e38 = finfo(float32).min is one).
 Activations are converted with `graph.cast` only where a float16 region
 meets a float32 one, one cast per value and direction, placed right after
-the value's definition; cast pairs that cancel (f16 -> f32 -> f16) are
-removed and dead constants erased.
+the value's definition; cast pairs that cancel (f16 -> f32 -> f16,
+bf16 -> f32 -> bf16) are removed and dead constants erased.
 
 Guarantees: graph inputs and outputs keep their types (the outputs are
 cast back to float32); float16 convolutions and matmuls accumulate in
-float32 in the reference kernels (only their results round to float16).
-precision=bf16 raises a DscError: dsc has no NumPy bfloat16 to compute with.
+float32 in the reference kernels (only their results round to float16);
+the reference evaluator computes every bfloat16 op in float32 and rounds its
+result to bfloat16. No backend generates bfloat16 code yet (the CPU backend
+refuses bfloat16 tensors with a DscError).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import ml_dtypes
 import numpy as np
 from dsc.dialects import graph as g
 from dsc.dialects import kernel as k
-from dsc.dialects.tensor_types import sig_of, tensor_type
+from dsc.dialects.tensor_types import BFLOAT16, sig_of, tensor_type
 from dsc.passes.base import require
 from dsc.passes.canonicalize import CastOfCastPattern, RemoveIdentityPattern
 from dsc.passes.fold_constants import make_constant
@@ -52,13 +62,24 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.ir import Block, BlockArgument, Operation, SSAValue
 from xdsl.passes import ModulePass
-from xdsl.pattern_rewriter import GreedyRewritePatternApplier, PatternRewriteWalker
+from xdsl.pattern_rewriter import (
+    GreedyRewritePatternApplier,
+    PatternRewriter,
+    PatternRewriteWalker,
+    RewritePattern,
+    op_type_rewrite_pattern,
+)
 from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.transforms.dead_code_elimination import region_dce
 
 F32 = np.dtype(np.float32)
 F16 = np.dtype(np.float16)
 F16_MAX = float(np.finfo(np.float16).max)
+# precision option -> (reduced dtype, its largest finite value, constant key suffix)
+REDUCED = {
+    "fp16": (F16, F16_MAX, "fp16"),
+    "bf16": (BFLOAT16, float(ml_dtypes.finfo(BFLOAT16).max), "bf16"),
+}
 
 REDUCED_O1 = (g.ConvOp, g.MatMulOp, g.GemmOp)
 FP32_ONLY = (
@@ -80,10 +101,30 @@ def _with_dtype(t: TensorType, dtype) -> TensorType:
     return tensor_type(t.get_shape(), dtype)
 
 
+def to_reduced_saturating(array: np.ndarray, precision: str = "fp16") -> np.ndarray:
+    """float32 data in the reduced dtype, finite values beyond its range clamped to its largest finite value."""
+    dtype, limit, _ = REDUCED[precision]
+    clipped = np.where(np.isfinite(array), np.clip(array, -limit, limit), array)
+    return clipped.astype(dtype)  # limit is exact in float32, so nothing clipped rounds up to inf
+
+
 def to_fp16_saturating(array: np.ndarray) -> np.ndarray:
     """float32 data as float16, finite values beyond float16's range clamped to +-65504."""
-    clipped = np.where(np.isfinite(array), np.clip(array, -F16_MAX, F16_MAX), array)
-    return clipped.astype(F16)
+    return to_reduced_saturating(array, "fp16")
+
+
+class ExactRoundTripCastPattern(RewritePattern):
+    """cast(cast(x: bf16 -> f32) -> bf16) -> x: float32 holds every bfloat16 exactly.
+
+    canonicalize's CastOfCastPattern does the same for float16; it does not
+    know bfloat16 (a NumPy 'V'-kind dtype), so this pass cancels those pairs itself.
+    """
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: g.CastOp, rewriter: PatternRewriter, /):
+        inner = op.input.owner
+        if isinstance(inner, g.CastOp) and inner.input.type == op.result.type and _dtype(inner.result) == F32 and _dtype(op.result) == BFLOAT16:
+            rewriter.replace(op, [], [inner.input])
 
 
 # ---------------------------------------------------------------- rewriter
@@ -91,12 +132,17 @@ def to_fp16_saturating(array: np.ndarray) -> np.ndarray:
 
 @dataclass
 class PrecisionRewriter:
-    """Walks blocks in order, rewriting ops to float16 and casting at region boundaries."""
+    """Walks blocks in order, rewriting ops to the reduced dtype and casting at region boundaries."""
 
     level: str
+    precision: str = "fp16"
     lowered: set[SSAValue] = field(default_factory=set)  # float16 values standing for float32 ones
     casts: dict[tuple[SSAValue, str], SSAValue] = field(default_factory=dict)
     half_consts: dict[SSAValue, SSAValue] = field(default_factory=dict)
+
+    @property
+    def low(self) -> np.dtype:
+        return REDUCED[self.precision][0]
 
     # -- decisions
 
@@ -132,11 +178,12 @@ class PrecisionRewriter:
             return hit
         if isinstance(v.owner, g.ConstantOp) and v.owner.blob.array is not None:
             c = v.owner
-            new = make_constant(to_fp16_saturating(c.blob.array), f"{c.blob.key}_fp16", c.location)
+            suffix = REDUCED[self.precision][2]
+            new = make_constant(to_reduced_saturating(c.blob.array, self.precision), f"{c.blob.key}_{suffix}", c.location)
             self._insert_after_def(v, new)
             self.half_consts[v] = new.result
             return new.result
-        return self._cast(v, F16)
+        return self._cast(v, self.low)
 
     def as_full(self, v: SSAValue) -> SSAValue:
         return self._cast(v, F32) if v in self.lowered else v
@@ -168,12 +215,12 @@ class PrecisionRewriter:
         operands = [self.as_half(v) for v in op.operands]
         result_types = None
         if op.EXPLICIT_RESULT:
-            result_types = [_with_dtype(r.type, F16) if _dtype(r) == F32 else r.type for r in op.results]
+            result_types = [_with_dtype(r.type, self.low) if _dtype(r) == F32 else r.type for r in op.results]
         new = type(op).make(operands, result_types, **op.py_attrs())
         new.location = op.location
         Rewriter.insert_op(new, InsertPoint.before(op))
         for old, res in zip(op.results, new.results, strict=True):
-            if _dtype(old) == F32 and _dtype(res) == F16:
+            if _dtype(old) == F32 and _dtype(res) == self.low:
                 self.lowered.add(res)
             old.replace_all_uses_with(res)
         Rewriter.erase_op(op)
@@ -184,10 +231,10 @@ class PrecisionRewriter:
 
 @dataclass(frozen=True)
 class LowerPrecisionPass(ModulePass):
-    """Mixed precision: float16 compute for the ops `level` selects, float32 elsewhere.
+    """Mixed precision: float16 (fp16) or bfloat16 (bf16) compute for the ops `level` selects, float32 elsewhere.
 
-    Input: graph-dialect IR without kernel.fused. Output: float16 ops with
-    casts only at float16/float32 boundaries; graph signature unchanged.
+    Input: graph-dialect IR without kernel.fused. Output: reduced-precision ops
+    with casts only at reduced/float32 boundaries; graph signature unchanged.
     """
 
     name = "lower-precision"
@@ -196,20 +243,15 @@ class LowerPrecisionPass(ModulePass):
     level: str = "O1"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        if self.precision == "bf16":
-            raise DscError(
-                "lower-precision: precision=bf16 is not supported: dsc computes with NumPy, which has no bfloat16",
-                hint="use precision=fp16 (or compile in fp32)",
-            )
-        if self.precision != "fp16":
-            raise DscError(f"lower-precision: unknown precision '{self.precision}'", hint="use precision=fp16")
+        if self.precision not in REDUCED:
+            raise DscError(f"lower-precision: unknown precision '{self.precision}'", hint="use precision=fp16 or precision=bf16")
         if self.level not in LEVELS:
             raise DscError(f"lower-precision: unknown level '{self.level}'", hint=f"use one of {', '.join(LEVELS)}")
         require(op, self.name, not any(isinstance(o, k.FusedOp) for o in op.walk()), "graph ops that are not fused yet (run it before fuse-*)")
         if self.level == "O0":
             return
-        walker = PrecisionRewriter(self.level)
+        walker = PrecisionRewriter(self.level, self.precision)
         for inner in op.body.blocks:
             walker.run_block(inner)
-        cleanup = GreedyRewritePatternApplier([RemoveIdentityPattern(), CastOfCastPattern()])
+        cleanup = GreedyRewritePatternApplier([RemoveIdentityPattern(), CastOfCastPattern(), ExactRoundTripCastPattern()])
         PatternRewriteWalker(cleanup, post_walk_func=region_dce).rewrite_module(op)

@@ -355,10 +355,9 @@ def test_lower_precision_casts_once_per_boundary():
     assert c["graph.cast"] <= 2 * c["graph.conv"] + 2
 
 
-def test_lower_precision_bf16_and_bad_options_raise():
+def test_lower_precision_bad_options_raise():
+    # precision=bf16 is supported: see tests/test_bf16.py
     module, _, _ = zoo_case("mlp")
-    with pytest.raises(DscError, match="bf16 is not supported"):
-        apply(module, LowerPrecisionPass(precision="bf16"))
     with pytest.raises(DscError, match="unknown level"):
         apply(module, LowerPrecisionPass(level="O3"))
     with pytest.raises(DscError, match="unknown precision"):

@@ -114,3 +114,35 @@ from dsc.reference import kernels_data  # noqa: E402,F401
 
 # The nn and reduction kernels register themselves on import.
 from dsc.reference import kernels_nn, kernels_reduce  # noqa: E402, F401
+
+
+# ------------------------------------------------------------------ bfloat16
+#
+# NumPy has no bfloat16 arithmetic of its own (ml_dtypes' bfloat16 is a 'V'-kind
+# dtype: no finfo/iinfo, slow or missing loops for matmul and friends). Every
+# kernel therefore sees bfloat16 operands widened to float32 (exact) and
+# computes in float32; the evaluator rounds each result to the op's declared
+# dtype, so a bfloat16 op rounds once, on the way out, as float16 convolutions
+# and reductions do in kernels_nn.py / kernels_reduce.py.
+
+from dsc.dialects.tensor_types import BFLOAT16  # noqa: E402
+from dsc.reference.evaluator import KERNELS  # noqa: E402
+
+
+def _widen_bf16(fn):
+    if getattr(fn, "_widens_bf16", False):
+        return fn
+
+    def run(op, *args, **attrs):
+        if any(getattr(a, "dtype", None) == BFLOAT16 for a in args):
+            args = tuple(a.astype(np.float32) if getattr(a, "dtype", None) == BFLOAT16 else a for a in args)
+        return fn(op, *args, **attrs)
+
+    run._widens_bf16 = True
+    run.__name__ = getattr(fn, "__name__", "kernel")
+    run.__doc__ = fn.__doc__
+    return run
+
+
+for _op in list(KERNELS):
+    KERNELS[_op] = _widen_bf16(KERNELS[_op])

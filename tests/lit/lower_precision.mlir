@@ -1,8 +1,6 @@
 // RUN: %dsc opt %s -p 'lower-precision{precision=fp16 level=O1}' | %filecheck %s --check-prefix=O1
 // RUN: %dsc opt %s -p 'lower-precision{precision=fp16 level=O2}' | %filecheck %s --check-prefix=O2
-// RUN: not %dsc opt %s -p 'lower-precision{precision=bf16}' 2>&1 | %filecheck %s --check-prefix=BF16
-
-// BF16: error: lower-precision: precision=bf16 is not supported
+// RUN: %dsc opt %s -p 'lower-precision{precision=bf16 level=O1}' | %filecheck %s --check-prefix=BF16
 
 builtin.module {
   // At O1 the matmul runs in f16 (weight converted at compile time, the input
@@ -17,6 +15,16 @@ builtin.module {
   // O1-NEXT:      %[[R32:.*]] = graph.cast %[[R]] : (tensor<2x3xf16>) -> tensor<2x3xf32>
   // O1:           %[[A:.*]] = graph.add %[[R32]], %{{.*}} : (tensor<2x3xf32>, tensor<3xf32>) -> tensor<2x3xf32>
   // O1-NEXT:      func.return %[[A]] : tensor<2x3xf32>
+  //
+  // bf16 lowers the same ops; its constants always print as resources.
+  // BF16-LABEL: func.func @mlp
+  // BF16-SAME:      (%x: tensor<2x4xf32>) -> tensor<2x3xf32>
+  // BF16-DAG:       %[[W:.*]] = graph.constant dense_resource<{{.*}}_bf16_{{.*}}> : tensor<4x3xbf16>
+  // BF16-DAG:       %[[X:.*]] = graph.cast %x : (tensor<2x4xf32>) -> tensor<2x4xbf16>
+  // BF16:           %[[M:.*]] = graph.matmul %[[X]], %[[W]] : (tensor<2x4xbf16>, tensor<4x3xbf16>) -> tensor<2x3xbf16>
+  // BF16-NEXT:      %[[R:.*]] = graph.relu %[[M]] : (tensor<2x3xbf16>) -> tensor<2x3xbf16>
+  // BF16-NEXT:      %[[R32:.*]] = graph.cast %[[R]] : (tensor<2x3xbf16>) -> tensor<2x3xf32>
+  // BF16:           graph.add %[[R32]], %{{.*}} : (tensor<2x3xf32>, tensor<3xf32>) -> tensor<2x3xf32>
   //
   // At O2 the add runs in f16 too; one cast in, one cast out.
   // O2-LABEL: func.func @mlp
