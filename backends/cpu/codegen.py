@@ -176,7 +176,7 @@ def fused_emitter(name: str, matches: Callable):
 def _load_emitters() -> None:
     from dsc.backends.cpu import emit_elementwise  # noqa: F401
 
-    for mod in ("emit_data", "emit_reduce", "emit_conv", "emit_gemm", "emit_pool"):
+    for mod in ("emit_data", "emit_reduce", "emit_winograd", "emit_conv", "emit_gemm", "emit_pool"):
         try:
             __import__(f"dsc.backends.cpu.{mod}")
         except ModuleNotFoundError as e:
