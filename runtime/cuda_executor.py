@@ -115,11 +115,16 @@ class PycudaDriver:
         self._cu = None
         self._graph_error = None
 
-    def close(self) -> None:
-        try:
-            self.cuda.Context.pop()
-        except Exception:
-            pass
+    def activate(self) -> bool:
+        """Make the context current in this thread (a run from another thread); True if pushed."""
+        cur = self.cuda.Context.get_current()
+        if cur is not None and cur.handle == self.ctx.handle:
+            return False
+        self.ctx.push()
+        return True
+
+    def deactivate(self) -> None:
+        self.cuda.Context.pop()
 
     def device_info(self) -> dict:
         return {"name": self.dev.name(), "compute_capability": tuple(self.dev.compute_capability()), "driver_version": int(self.cuda.get_driver_version())}
@@ -315,6 +320,7 @@ class GpuExecutor:
         items: list = []
         run: list | None = None
         self.n_launches = 0
+        self.run_info: dict[int, list[dict]] = {}  # GPU run index in items -> what each of its ops is
         for st in schedule:
             op = st["op"]
             if op == "cpu":
@@ -326,7 +332,9 @@ class GpuExecutor:
             else:
                 if run is None:
                     run = []
+                    self.run_info[len(items)] = []
                     items.append(("gpu", run))
+                self.run_info[len(items) - 1].append({k: st[k] for k in ("op", "label", "kernel", "grid", "block", "bytes") if k in st})
                 if op == "launch":
                     f = self._function(st["kernel"])
                     args = [self._dev(a) for a in st["args"]]
@@ -382,29 +390,38 @@ class GpuExecutor:
 
     def run(self, inputs: list) -> list[np.ndarray]:
         """inputs: numpy arrays (checked, contiguous) or device arrays, in the model's input order."""
-        d, s = self.driver, self.stream
+        d = self.driver
         with self.lock:
-            dev_inputs: dict[int, int] = {}
-            for i, x in enumerate(inputs):
-                if isinstance(x, np.ndarray):
-                    np.copyto(self.h_in[i], x)
+            pushed = d.activate() if hasattr(d, "activate") else False
+            try:
+                return self._run(inputs)
+            finally:
+                if pushed:
+                    d.deactivate()
+
+    def _run(self, inputs: list) -> list[np.ndarray]:
+        d, s = self.driver, self.stream
+        dev_inputs: dict[int, int] = {}
+        for i, x in enumerate(inputs):
+            if isinstance(x, np.ndarray):
+                np.copyto(self.h_in[i], x)
+            else:
+                dev_inputs[i] = device_pointer(x, self.in_specs[i])
+        for idx, it in enumerate(self.items):
+            kind = it[0]
+            if kind == "input":
+                _, i, dptr, nbytes, host = it
+                if i in dev_inputs:
+                    d.dtod(dptr, dev_inputs[i], nbytes, s)
                 else:
-                    dev_inputs[i] = device_pointer(x, self.in_specs[i])
-            for idx, it in enumerate(self.items):
-                kind = it[0]
-                if kind == "input":
-                    _, i, dptr, nbytes, host = it
-                    if i in dev_inputs:
-                        d.dtod(dptr, dev_inputs[i], nbytes, s)
-                    else:
-                        d.htod(dptr, host, s)
-                elif kind == "gpu":
-                    self._gpu_run(idx, it[1])
-                else:
-                    d.synchronize(s)
-                    self.native.run(self.h_in, self.h_out, self.h_weights, self.h_arena, entry=it[1])
-            d.synchronize(s)
-            return [o.copy() for o in self.h_out]
+                    d.htod(dptr, host, s)
+            elif kind == "gpu":
+                self._gpu_run(idx, it[1])
+            else:
+                d.synchronize(s)
+                self.native.run(self.h_in, self.h_out, self.h_weights, self.h_arena, entry=it[1])
+        d.synchronize(s)
+        return [o.copy() for o in self.h_out]
 
 
 def device_pointer(x, spec: dict) -> int:

@@ -193,11 +193,24 @@ def cmd_inspect(args) -> int:
     print(f"  code       {code}")
     print(f"  source     sha256 {str(m.get('source_model_sha256'))[:16]}...")
     print(f"  options    {m.get('options')}")
+    gpu = m.get("gpu")
+    if gpu:
+        print(f"  gpu        {gpu['sm']}, PTX ISA {gpu['ptx_isa']}: {gpu['member']} ({len(art.objects[gpu['member']]) / 1e3:.0f} kB), {gpu['kernels']} kernels, device arena {gpu['arena_bytes'] / 1e6:.2f} MB")
     steps = m["plan"]["steps"]
-    print(f"  plan       {len(steps)} steps")
+    sched = m["plan"].get("schedule")
+    if sched is None:
+        print(f"  plan       {len(steps)} steps")
+    else:
+        count = {op: sum(1 for s in sched if s["op"] == op) for op in ("cpu", "copy", "launch")}
+        print(f"  plan       {count['launch']} GPU launches, {count['copy']} transfers, {count['cpu']} CPU segments ({len(steps)} CPU steps)")
     if args.verbose:
-        for i, s in enumerate(steps):
-            print(f"    {i:4d}  {s}")
+        if sched is None:
+            for i, s in enumerate(steps):
+                print(f"    {i:4d}  {s}")
+        else:
+            for i, s in enumerate(sched):
+                what = {"cpu": lambda: f"cpu    {s['entry']}: {len(s['steps'])} steps", "copy": lambda: f"copy   {s['label']} ({s['bytes']} bytes)", "launch": lambda: f"launch {s['kernel']} grid {s['grid']} block {s['block'][0]}"}[s["op"]]()
+                print(f"    {i:4d}  {what}")
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from dsc.backends.cpu.emit_elementwise import broadcast_strides
 from dsc.backends.cuda.ew import F16, Coords, Leaf, contiguous_strides, eval_ops, is_ew, load_elem, reg_type, store_elem
 from dsc.backends.cuda.gpubuilder import F32, I32, GpuBuilder, c32, cf
 from dsc.dialects import graph as g

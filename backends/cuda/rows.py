@@ -178,7 +178,8 @@ def emit_rows(ctx, grp) -> None:
             if v in env:
                 return env[v]
             if v in scalars:
-                return scalars[v]
+                env[v] = scalars[v]
+                return env[v]
             if v in grp.consts and grp.consts[v].size == 1:
                 env[v] = const_value(grp.consts[v])
                 return env[v]
