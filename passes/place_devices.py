@@ -297,6 +297,12 @@ def _base(v: SSAValue) -> SSAValue:
     return v
 
 
+def _reduced_precision(kernel: k.FusedOp) -> bool:
+    """True if the kernel touches float16/bfloat16 tensors (which CPU targets refuse)."""
+    vals = list(kernel.inputs) + list(kernel.outputs)
+    return any(sig_of(v.type).dtype.itemsize == 2 and sig_of(v.type).dtype.kind in "fV" for v in vals)
+
+
 def choose_devices(ops: list[Operation], gpu: DeviceModel, link: LinkModel, overrides: list[tuple[str, str]]) -> dict[k.FusedOp, str]:
     """The cheapest device for every kernel: compute plus transfers, as a min cut."""
     kernels = [op for op in ops if isinstance(op, k.FusedOp)]
@@ -314,7 +320,9 @@ def choose_devices(ops: list[Operation], gpu: DeviceModel, link: LinkModel, over
                 hint="drop the gpu override for it, or split the op out of the kernel",
             )
         flops, moved = kernel_cost(kern)
-        costs[kern] = (None if forced == GPU else CPU_MODEL.time(flops, moved), None if forced == CPU or bad else gpu.time(flops, moved))
+        # the CPU backend computes in float32 only: reduced-precision kernels must run on the GPU
+        cpu_ok = forced != GPU and not (_reduced_precision(kern) and not bad)
+        costs[kern] = (CPU_MODEL.time(flops, moved) if cpu_ok else None, None if forced == CPU or bad else gpu.time(flops, moved))
     for kern, (cpu_t, gpu_t) in costs.items():
         fg.edge(0, node[kern], big if gpu_t is None else round(gpu_t * ps))  # cut when on the GPU
         fg.edge(node[kern], 1, big if cpu_t is None else round(cpu_t * ps))  # cut when on the CPU

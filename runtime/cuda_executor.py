@@ -30,6 +30,8 @@ artifacts never import it.
 
 from __future__ import annotations
 
+import atexit
+
 import struct
 import threading
 
@@ -93,6 +95,14 @@ def gpu_preflight(gpu: dict, compute_capability: tuple[int, int], driver_version
 # ------------------------------------------------------------ the pycuda driver
 
 
+def _pop_contexts(cuda) -> None:
+    try:
+        while cuda.Context.get_current() is not None:
+            cuda.Context.pop()
+    except Exception:  # CUDA may already be shutting down
+        pass
+
+
 class PycudaDriver:
     """The executor's driver interface over pycuda (+ cuda-bindings for CUDA graphs)."""
 
@@ -111,6 +121,8 @@ class PycudaDriver:
         # the primary context: the one PyTorch, CuPy and Numba use, so their device arrays are valid here
         self.ctx = self.dev.retain_primary_context()
         self.ctx.push()
+        # pycuda aborts the process if a context is still pushed when it unloads
+        atexit.register(_pop_contexts, cuda)
         self._allocs = []
         self._cu = None
         self._graph_error = None
@@ -130,6 +142,9 @@ class PycudaDriver:
         return {"name": self.dev.name(), "compute_capability": tuple(self.dev.compute_capability()), "driver_version": int(self.cuda.get_driver_version())}
 
     def load(self, image: bytes) -> None:
+        if not image.strip(b"\0 \n"):  # every kernel was placed on the CPU: nothing to load
+            self.module = None
+            return
         data = image if image.endswith(b"\0") else image + b"\0"
         try:
             self.module = self.cuda.module_from_buffer(data)

@@ -71,7 +71,8 @@ def model(nodes, inputs, outputs, inits=(), opset=17) -> onnx.ModelProto:
     vo = [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs]
     ts = [helper.make_tensor(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape, a.reshape(-1).tolist()) for n, a in inits]
     g = helper.make_graph(nodes, "g", vi, vo, ts)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    # IR version 8: what torch exports and every onnxruntime (the GPU machine's too) reads
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
 
 
 F = TensorProto.FLOAT
