@@ -6,6 +6,8 @@ emitted by the fused conv/gemm emitter (one step, epilogue in registers) rather
 than op by op.
 """
 
+import zlib
+
 import numpy as np
 import pytest
 from cpu_utils import check_native, outline_each
@@ -102,9 +104,13 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("xshape,m,k,stride,pad,dil,group,bias", CONV_CASES)
 def test_conv(xshape, m, k, stride, pad, dil, group, bias):
-    rng = np.random.default_rng(abs(hash((xshape, m, str(k)))) % 2**32)
+    # a seed that is the same in every process (str hashes are randomized per process)
+    rng = np.random.default_rng(zlib.crc32(repr((xshape, m, k)).encode()))
     mod, ins = conv_module(rng, xshape, m, k, stride, pad, dil, group, bias)
-    check_native(mod, ins, **TOL)
+    # N(0,1) data: float32 rounding of a K-term sum grows like sqrt(K) (K = 4608 for 512 channels, 3x3)
+    kk = k if isinstance(k, int) else int(np.prod(k))
+    K = xshape[1] // group * kk * (kk if isinstance(k, int) else 1)
+    check_native(mod, ins, rtol=TOL["rtol"], atol=TOL["atol"] * max(1.0, K**0.5 / 10))
 
 
 DEPTHWISE_CASES = [
