@@ -20,9 +20,9 @@ from llvmlite import ir
 
 from dsc.backends.cpu.irb import I8P, I32, I64, VOID, const_i64, declare_function
 
-SPIN = 20000  # pause-spins before yielding, inside an inference (between steps)
+SPIN = 300  # pause-spins before yielding, inside an inference (between steps)
 IDLE_SPIN = 1000  # pause-spins of a worker waiting for the next inference
-YIELD = 200  # yields before sleeping
+YIELD = 20000  # yields before sleeping
 SLEEP_US = 50
 CTL_WORDS = 24
 
