@@ -22,7 +22,8 @@ from dsc.backends.cpu.irb import I8P, I32, I64, VOID, const_i64, declare_functio
 
 SPIN = 300  # pause-spins before yielding, inside an inference (between steps)
 IDLE_SPIN = 1000  # pause-spins of a worker waiting for the next inference
-YIELD = 20000  # yields before sleeping
+YIELD = 20000  # yields before sleeping, inside an inference (a few ms: the partner step is running)
+IDLE_YIELD = 200  # yields of an idle worker before it sleeps
 SLEEP_US = 50
 CTL_WORDS = 24
 
@@ -40,6 +41,7 @@ def emit_wait(module: ir.Module, arch: str, idle: bool = False) -> ir.Function:
     The idle variant (a worker between inferences) spins briefly, so parked
     workers do not steal the cores from whatever the process runs next."""
     spins = IDLE_SPIN if idle else SPIN
+    yields = IDLE_YIELD if idle else YIELD
     fn = declare_function(module, "dsc_wait_idle" if idle else "dsc_wait_ne", VOID, [I64.as_pointer(), I64])
     if fn.blocks:
         return fn
@@ -69,7 +71,7 @@ def emit_wait(module: ir.Module, arch: str, idle: bool = False) -> ir.Function:
     b.position_at_end(slow)
     yield_b = fn.append_basic_block("yield")
     sleep_b = fn.append_basic_block("sleep")
-    b.cbranch(b.icmp_signed("<", n, const_i64(spins + YIELD)), yield_b, sleep_b)
+    b.cbranch(b.icmp_signed("<", n, const_i64(spins + yields)), yield_b, sleep_b)
     b.position_at_end(yield_b)
     b.call(sched_yield, [])
     b.branch(nxt)
