@@ -54,11 +54,13 @@ def codegen(module: ModuleOp, target: Target, source: str | None = None, options
     cpu = cpu_target_for(target)
     f = main_func(module)
     opts = {"precision": options.precision, "amp_level": options.amp_level, "place": list(options.place)}
+    if options.tf32:
+        opts["tf32"] = True
     if target.has_gpu:
         from dsc.backends.cuda.codegen import generate as generate_hetero
         from dsc.backends.cuda.target import gpu_target
 
-        hp = generate_hetero(module, cpu, gpu_target(target.sm), emulate=gpu_emulation)
+        hp = generate_hetero(module, cpu, gpu_target(target.sm, tf32=options.tf32), emulate=gpu_emulation)
         return build_artifact(hp.cpu, cpu, target.name, arg_names(f), result_names(f), source, opts, gpu=hp.gpu, segments=hp.segments)
     prog = generate(module, cpu, profile=options.profile)
     if options.profile:

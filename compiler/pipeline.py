@@ -41,6 +41,7 @@ class CompileOptions:
     amp_level: str = "O1"  # O0 | O1 | O2
     place: tuple[str, ...] = ()  # NODE_OR_OP=device overrides
     profile: bool = False  # CPU code records a timestamp per step (dsc bench --profile)
+    tf32: bool = False  # GPU: float32 GEMMs and convolutions on tensor cores with tf32 inputs
 
 
 def pipeline_for(target: Target, options: CompileOptions = CompileOptions()) -> list[tuple[str, str]]:

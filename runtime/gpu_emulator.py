@@ -22,6 +22,7 @@ import numpy as np
 from dsc.runtime.errors import DscError
 
 CTX_SLOTS = 16
+XCHG_WORDS = 7  # = dsc.backends.cuda.gpubuilder.XCHG_WORDS (the runtime does not import the compiler)
 BARRIER_BYTES = 32  # sizeof(pthread_barrier_t), glibc x86-64 / aarch64
 LIBM_SYMBOLS = ("log2f", "exp2f", "logf", "expf", "powf", "floorf", "ceilf", "sqrtf", "fmaf", "fmaxf", "fminf", "copysignf", "tanhf", "erff")
 
@@ -196,7 +197,7 @@ class EmuDriver:
         bar = np.zeros(BARRIER_BYTES, np.uint8)
         wbar = np.zeros(BARRIER_BYTES * nwarps, np.uint8)
         shared = np.zeros(max(smem, 16), np.uint8)
-        xchg = np.zeros(T, np.int32)
+        xchg = np.zeros(XCHG_WORDS * T, np.int32)  # see GpuBuilder: shuffles and MMAs exchange through it
         ctxs = np.zeros((T, CTX_SLOTS), np.int64)
         for t in range(T):
             ctxs[t, 0:3] = (t, 0, 0)

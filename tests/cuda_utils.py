@@ -12,7 +12,7 @@ import shutil
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 import dsc
 import dsc.runtime
@@ -81,3 +81,72 @@ I64 = TensorProto.INT64
 
 def rand(*shape, seed=0, scale=1.0) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+
+
+# ------------------------------------------------------------ tensor-core (mma.sync) GEMM cases
+
+
+def round_tf32(x: np.ndarray) -> np.ndarray:
+    """float32 -> nearest tf32 (10-bit mantissa, ties away from zero), as PTX's cvt.rna.tf32.f32."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+def _mm_model(M, K, N, batch=()):
+    b = np.random.default_rng(2).standard_normal((*batch, K, N)).astype(np.float32)
+    m = model([helper.make_node("MatMul", ["A", "B"], ["y"]), helper.make_node("Relu", ["y"], ["z"])], [("A", F, [*batch, M, K])], [("z", F, None)], [("B", b)])
+    return m, {"A": rand(*batch, M, K, seed=1)}
+
+
+def _conv_model(cin, cout, hw, k, stride=1, pad=0, batch=1):
+    w = rand(cout, cin, k, k, seed=1, scale=0.3)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4), helper.make_node("Relu", ["c"], ["y"])]
+    m = model(nodes, [("x", F, [batch, cin, hw, hw])], [("y", F, None)], [("w", w), ("b", rand(cout, seed=2))])
+    return m, {"x": rand(batch, cin, hw, hw, seed=3)}
+
+
+# name -> (builder, multiprocessors to size the grid for: few make the emulator use the big tiles)
+MMA_CASES = {
+    "matmul-edges": (lambda: _mm_model(40, 48, 56), None),
+    "matmul-batched": (lambda: _mm_model(20, 40, 24, batch=(3,)), None),
+    "conv3x3": (lambda: _conv_model(16, 24, 9, 3, pad=1), None),
+    "conv1x1-batch2": (lambda: _conv_model(32, 40, 8, 1, batch=2), None),
+    "conv3x3-s2": (lambda: _conv_model(8, 20, 11, 3, stride=2, pad=1), None),
+    "splitk": (lambda: _conv_model(64, 32, 4, 3, pad=1), None),
+    "big-tiles": (lambda: _conv_model(24, 128, 16, 3, pad=1), 1),
+    "wide-tiles": (lambda: _conv_model(16, 64, 16, 1, batch=2), 1),
+    "mid-tiles": (lambda: _conv_model(16, 64, 8, 1), 1),
+}
+
+
+def check_mma(name: str, kind: str, device="emulate", monkeypatch=None) -> str:
+    """Compile MMA_CASES[name] with tensor cores of `kind` ("tf32" or "f16") and check it; returns the GEMM's launch label.
+
+    The reference is onnxruntime on the model with its input and weights
+    rounded to the MMA's input type, so only the accumulation order (and, for
+    f16, the f16 result) differs: a wrong fragment layout shows as O(1) errors.
+    """
+    build, sms = MMA_CASES[name]
+    m, feeds = build()
+    if sms is not None and monkeypatch is not None:
+        from dsc.backends.cuda import target
+
+        monkeypatch.setitem(target.SM_COUNT, "sm_90", sms)
+    options = CompileOptions(place=ALL_GPU, tf32=kind == "tf32", precision="fp16" if kind == "f16" else "fp32")
+    data = dsc.compile(m, "sm_90", options=options, gpu_emulation=device == "emulate")
+    rnd = round_tf32 if kind == "tf32" else (lambda a: a.astype(np.float16).astype(np.float32))
+    ref_model = onnx.ModelProto()
+    ref_model.CopyFrom(m)
+    for init in ref_model.graph.initializer:
+        if init.name != "b":
+            init.CopyFrom(numpy_helper.from_array(rnd(numpy_helper.to_array(init)), init.name))
+    want = ort(ref_model, {k: rnd(v) for k, v in feeds.items()})[0]
+    got = dsc.runtime.load(data, gpu=device).run(None, feeds)[0]
+    tol = 2e-3 if kind == "f16" else 1e-4
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, float(np.abs(want).max())))
+    import io
+    import json
+    import zipfile
+
+    plan = json.loads(zipfile.ZipFile(io.BytesIO(data)).read("manifest.json"))["plan"]["schedule"]
+    return " | ".join(s["label"] for s in plan if s["op"] == "launch")

@@ -26,7 +26,7 @@ from dsc.runtime.errors import DscError, TargetError
 from dsc.tools import zoo
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from cuda_utils import ALL_GPU, F, I64, PTXAS_REASON, check, compile_gpu, have_ptxas, model, ort, rand, run_gpu  # noqa: E402
+from cuda_utils import ALL_GPU, F, I64, MMA_CASES, PTXAS_REASON, check, check_mma, compile_gpu, have_ptxas, model, ort, rand, run_gpu  # noqa: E402
 
 needs_ptxas = pytest.mark.skipif(not have_ptxas(), reason=PTXAS_REASON)
 
@@ -385,6 +385,43 @@ KERNEL_CASES = _cases()
 def test_kernels_on_emulator(name):
     for mdl, feeds, tol in KERNEL_CASES[name]():
         check(mdl, feeds, rtol=tol, atol=tol)
+
+
+# ------------------------------------------------------------ tensor cores (mma.sync) on the emulator
+
+
+@pytest.mark.parametrize("kind", ["tf32", "f16"])
+@pytest.mark.parametrize("name", MMA_CASES)
+def test_tensor_core_gemm_on_emulator(name, kind, monkeypatch):
+    labels = check_mma(name, kind, monkeypatch=monkeypatch)
+    assert f"({kind} tensor cores)" in labels, labels
+
+
+def test_tensor_cores_only_when_asked_or_half():
+    """fp32 GEMMs stay exact (SIMT FMA) unless tf32 is allowed; GEMV-like shapes stay SIMT."""
+    from dsc.backends.cuda.mma import mma_kind, worth_mma
+
+    assert mma_kind(np.float32, np.float32, tf32=False) is None
+    assert mma_kind(np.float32, np.float32, tf32=True) == "tf32"
+    assert mma_kind(np.float16, np.float16, tf32=False) == "f16"
+    assert not worth_mma(1, 1000, 1000) and worth_mma(64, 64, 64)
+    mdl, feeds = conv_model(cin=16, cout=24, hw=9, k=3, pad=1)
+    plan = manifest(compile_gpu(mdl, "sm_90", emulate=False))["plan"]["schedule"]
+    assert not any("tensor cores" in s.get("label", "") for s in plan)
+
+
+@needs_ptxas
+@pytest.mark.parametrize("sm", ["sm_80", "sm_87", "sm_90"])
+def test_tensor_core_ptx_assembles(sm):
+    from dsc.pipeline import CompileOptions
+
+    mdl, _ = conv_model(cin=16, cout=24, hw=9, k=3, pad=1)
+    for opts in (CompileOptions(place=ALL_GPU, tf32=True), CompileOptions(place=ALL_GPU, precision="fp16")):
+        data = dsc.compile(mdl, sm, options=opts)
+        ptx = members(data)[f"gpu/{sm}.ptx"].decode()
+        assert "mma.sync.aligned" in ptx
+        ok, log = ptxas(ptx, sm)
+        assert ok, log
 
 
 # ------------------------------------------------------------ whole models on the emulator

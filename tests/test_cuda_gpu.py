@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from cuda_utils import ALL_GPU, GPU_REASON, check, compile_gpu, have_gpu, ort  # noqa: E402
+from cuda_utils import ALL_GPU, GPU_REASON, MMA_CASES, check, check_mma, compile_gpu, have_gpu, ort  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not have_gpu(), reason=GPU_REASON)
 
@@ -99,3 +99,10 @@ def test_preflight_refuses_a_newer_sm(tmp_path):
                 z.writestr(n, d)
     with pytest.raises(TargetError, match="compiled for sm_120"):
         dsc.runtime.load(str(tmp_path / "new.dsc"))
+
+
+@pytest.mark.parametrize("kind", ["tf32", "f16"])
+@pytest.mark.parametrize("name", MMA_CASES)
+def test_tensor_core_gemm_on_gpu(name, kind, monkeypatch):
+    labels = check_mma(name, kind, device=None, monkeypatch=monkeypatch)
+    assert f"({kind} tensor cores)" in labels, labels

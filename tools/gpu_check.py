@@ -11,10 +11,12 @@ Phases (each model on its own: a failure is recorded and the run goes on):
 3. `pytest tests/test_cuda_gpu.py` (every kernel kind and the small zoo on the GPU);
 4. full-size ResNet-18/50, MobileNetV2, EfficientNet-B0, BERT-base: dsc on the
    GPU against onnxruntime on the CPU (fp32, rtol 1e-3 / atol 1e-3);
-5. benchmark, batch 1 and 32, fp32 with TF32 off: dsc (end to end `run` with a
-   device input, and the CUDA graph replay alone) against PyTorch on the same GPU
-   (eager, eager captured as a CUDA graph, torch.compile(mode="reduce-overhead"),
-   torchvision models with random weights); median milliseconds.
+5. benchmark, batch 1 and 32, in three precisions — fp32 with TF32 off (exact
+   fp32 FMA), tf32 (dsc --tf32; torch allow_tf32) and fp16 (dsc --precision
+   fp16; torch .half()): dsc (end to end `run` with a device input, and the
+   CUDA graph replay alone) against PyTorch on the same GPU (eager, eager
+   captured as a CUDA graph, torch.compile(mode="reduce-overhead"), torchvision
+   models with random weights); median milliseconds.
 
 Writes DIR/gpu_results.md (tables), DIR/gpu_results.json and DIR/pytest_gpu.txt.
 Everything stops by --budget seconds (default 510: the whole command, installs
@@ -35,6 +37,7 @@ T0 = time.time()
 FULL = ["resnet18", "resnet50", "mobilenetv2", "efficientnet_b0", "bert_base"]
 BENCH = ["resnet50", "mobilenetv2"]
 BATCHES = [1, 32]
+PRECISIONS = ["fp32", "fp16", "tf32"]  # benchmark variants; fp32 means TF32 off on both sides
 
 
 def log(msg: str) -> None:
@@ -53,7 +56,8 @@ def compile_job(name: str, batch: int, target: str, path: str, precision: str = 
         from dsc.tools import zoo
 
         mdl = zoo.build(name, batch=batch)
-        data = dsc.compile(mdl, target, options=CompileOptions(precision=precision))
+        opts = CompileOptions(tf32=True) if precision == "tf32" else CompileOptions(precision=precision)
+        data = dsc.compile(mdl, target, options=opts)
         with open(path, "wb") as f:
             f.write(data)
         return {"ok": True, "seconds": time.time() - t, "bytes": len(data)}
@@ -85,11 +89,12 @@ def torch_models():
     return {"resnet50": lambda: torchvision.models.resnet50(weights=None), "mobilenetv2": lambda: torchvision.models.mobilenet_v2(weights=None), "resnet18": lambda: torchvision.models.resnet18(weights=None)}
 
 
-def torch_bench(name: str, batch: int, modes=("eager", "cuda_graph"), half: bool = False) -> dict:
+def torch_bench(name: str, batch: int, modes=("eager", "cuda_graph"), precision: str = "fp32") -> dict:
     import torch
 
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    half = precision == "fp16"
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.benchmark = True
     m = torch_models()[name]().cuda().eval()
     x = torch.randn(batch, 3, 224, 224, device="cuda")
@@ -122,8 +127,8 @@ def torch_bench(name: str, batch: int, modes=("eager", "cuda_graph"), half: bool
     return out
 
 
-def torch_compile_subprocess(name: str, batch: int, timeout: float) -> dict:
-    code = f"import json, sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import gpu_check; print('RESULT', json.dumps(gpu_check.torch_bench({name!r}, {batch}, ('compile',))))"
+def torch_compile_subprocess(name: str, batch: int, timeout: float, precision: str = "fp32") -> dict:
+    code = f"import json, sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import gpu_check; print('RESULT', json.dumps(gpu_check.torch_bench({name!r}, {batch}, ('compile',), {precision!r})))"
     try:
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -217,6 +222,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=510.0, help="seconds for the whole check (default 510)")
     ap.add_argument("--quick", action="store_true", help="only the small-zoo tests and ResNet-50 batch 1")
     ap.add_argument("--jobs", type=int, default=0, help="compile worker processes (default: cores / 2, at most 8)")
+    ap.add_argument("--precisions", default=",".join(PRECISIONS), help=f"benchmark variants, comma-separated (default {','.join(PRECISIONS)})")
+    ap.add_argument("--no-correctness", action="store_true", help="skip the full-size correctness phase (benchmark only)")
     args = ap.parse_args(argv)
     deadline = T0 + args.budget
     os.makedirs(args.out, exist_ok=True)
@@ -270,11 +277,11 @@ def main(argv=None) -> int:
     import multiprocessing as mp
 
     jobs = {}
-    models = ["resnet50"] if args.quick else FULL
+    models = [] if args.no_correctness else ["resnet50"] if args.quick else FULL
+    precisions = ["fp32"] if args.quick else args.precisions.split(",")
+    variants = [(n, b, p) for p in precisions for n in (["resnet50"] if args.quick else BENCH) for b in ([1] if args.quick else BATCHES)]
     todo = [(n, 1, "sm_90", "fp32") for n in models]
-    if not args.quick:
-        todo += [(n, 32, "sm_90", "fp32") for n in BENCH]
-        todo += [(n, 1, "sm_90", "fp16") for n in BENCH]
+    todo += [(n, b, "sm_90", p) for n, b, p in variants if (n, b, p) != (n, 1, "fp32") or n not in models]
     ncpu = os.cpu_count() or 4
     pool = ProcessPoolExecutor(max_workers=args.jobs or max(1, min(8, ncpu // 2)), mp_context=mp.get_context("spawn"))
     for n, b, t, prec in todo:
@@ -359,32 +366,35 @@ def main(argv=None) -> int:
 
     finish_pytest(min(240.0, left() - 200))
 
-    # ---- 5. benchmark
+    # ---- 5. benchmark: every (model, batch, precision) variant; torch.compile last (a minute or more each)
     bench = results["bench"]
-    for n in BENCH if not args.quick else ["resnet50"]:
-        for b in BATCHES if not args.quick else [1]:
-            if left() < 60:
-                results["notes"].append(f"benchmark {n} batch {b} skipped: out of time")
-                continue
-            key = f"{n}_b{b}"
-            rec = bench.setdefault(key, {})
-            try:
-                rec["dsc"] = dsc_bench(artifact(n, b), b)
-            except Exception as e:
-                rec["dsc"] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-1500:]}
-            try:
-                if left() > 120:
-                    rec["profile"] = profile_kernels(artifact(n, b))
-                    log(f"  kernel time sum {rec['profile']['sum_ms']} ms; top: " + "; ".join(f"{r['ms']:.3f} {r.get('label', '')} {r.get('grid', '')}x{r.get('block', [''])[0]}" for r in rec["profile"]["top"][:8]))
-            except Exception as e:
-                rec["profile"] = {"error": f"{type(e).__name__}: {e}"}
-            try:
-                rec["torch"] = torch_bench(n, b)
-            except Exception as e:
-                rec["torch"] = {"error": f"{type(e).__name__}: {e}"}
-            log(f"bench {key}: dsc {json.dumps({k: v for k, v in rec['dsc'].items() if k != 'trace'})} torch {json.dumps(rec['torch'])}")
-            save()
-    def torch_compile(key, n, b, reserve):
+    for n, b, prec in variants:
+        if left() < 60:
+            results["notes"].append(f"benchmark {n} batch {b} {prec} skipped: out of time")
+            continue
+        key = f"{n}_b{b}" + ("" if prec == "fp32" else f"_{prec}")
+        rec = bench.setdefault(key, {})
+        try:
+            path = artifact(n, b, prec)
+            rec["dsc"] = dsc_bench(path, b)
+            if prec != "fp32" and b == 1:
+                rec["dsc"]["max_abs_err_vs_fp32_ort"] = fp16_error(n, path)
+        except Exception as e:
+            rec["dsc"] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-1500:]}
+        try:
+            if left() > 120 and prec != "tf32":
+                rec["profile"] = profile_kernels(artifact(n, b, prec))
+                log(f"  kernel time sum {rec['profile']['sum_ms']} ms; top: " + "; ".join(f"{r['ms']:.3f} {r.get('label', '')} {r.get('grid', '')}x{r.get('block', [''])[0]}" for r in rec["profile"]["top"][:8]))
+        except Exception as e:
+            rec["profile"] = {"error": f"{type(e).__name__}: {e}"}
+        try:
+            rec["torch"] = torch_bench(n, b, precision=prec)
+        except Exception as e:
+            rec["torch"] = {"error": f"{type(e).__name__}: {e}"}
+        log(f"bench {key}: dsc {json.dumps({k: v for k, v in rec['dsc'].items() if k != 'trace'})} torch {json.dumps(rec['torch'])}")
+        save()
+
+    def torch_compile(key, n, b, prec, reserve):
         if key not in bench or "error" in bench[key].get("torch", {}) or "torch_compile" in bench[key]["torch"]:
             return
         tmo = left() - reserve
@@ -392,37 +402,14 @@ def main(argv=None) -> int:
             bench[key]["torch"]["torch_compile_note"] = "skipped: out of time"
             return
         log(f"torch.compile {key} (up to {tmo:.0f} s)")
-        r = torch_compile_subprocess(n, b, tmo)
+        r = torch_compile_subprocess(n, b, tmo, prec)
         bench[key]["torch"].update(r)
         log(f"  {json.dumps(r)[:400]}")
         save()
 
-    torch_compile("resnet50_b1", "resnet50", 1, 60)
-
-    # fp16 (dsc: lower-precision O1, f16 tensors computed in f32; PyTorch: .half()), batch 1
-    for n in BENCH if not args.quick else []:
-        if left() < 100:
-            results["notes"].append(f"fp16 benchmark of {n} skipped: out of time")
-            continue
-        key = f"{n}_b1_fp16"
-        rec = bench.setdefault(key, {})
-        try:
-            path = artifact(n, 1, "fp16")
-            rec["dsc"] = dsc_bench(path, 1)
-            rec["dsc"]["max_abs_err_vs_fp32_ort"] = fp16_error(n, path)
-        except Exception as e:
-            rec["dsc"] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-1500:]}
-        try:
-            rec["torch"] = torch_bench(n, 1, half=True)
-        except Exception as e:
-            rec["torch"] = {"error": f"{type(e).__name__}: {e}"}
-        log(f"bench {key}: dsc {json.dumps({k: v for k, v in rec['dsc'].items() if k != 'trace'})} torch {json.dumps(rec['torch'])}")
-        save()
     pool.shutdown(wait=False, cancel_futures=True)
-    # the other torch.compile runs last: each may take a minute or more
-    for n in BENCH if not args.quick else []:
-        for b in BATCHES:
-            torch_compile(f"{n}_b{b}", n, b, 15)
+    for n, b, prec in variants:
+        torch_compile(f"{n}_b{b}" + ("" if prec == "fp32" else f"_{prec}"), n, b, prec, 15)
     save()
     log(f"done; results in {args.out}/gpu_results.md")
     print(report(results))
@@ -445,15 +432,16 @@ def report(r: dict) -> str:
             continue
         e = max(c.get("errors", [{}]), key=lambda x: x.get("max_abs", 0)) if c.get("errors") else {}
         lines.append(f"| {n} | {'pass' if c.get('ok') else 'FAIL'} (rtol/atol 1e-3) | {e.get('max_abs', float('nan')):.2e} | {e.get('max_ref', float('nan')):.3g} | {c.get('launches')} | {c.get('graphs')} | {c.get('run_ms', float('nan')):.3f} |")
-    lines += ["", "## Benchmark: median ms, fp32 (TF32 off) unless marked fp16, same GPU", "", "| model | batch | dsc run (device input) | dsc run (numpy input) | dsc graph replay | dsc launches (no graph) | torch eager | torch CUDA graph | torch.compile reduce-overhead |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Benchmark: median ms, fp32 (TF32 off) unless marked fp16 or tf32, same GPU", "", "| model | batch | dsc run (device input) | dsc run (numpy input) | dsc graph replay | dsc launches (no graph) | torch eager | torch CUDA graph | torch.compile reduce-overhead |", "|---|---|---|---|---|---|---|---|---|"]
 
     def f(v):
         return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else _cell(v)[-80:])
 
     for key, b in r.get("bench", {}).items():
         n, bs = key.rsplit("_b", 1)
-        if bs.endswith("_fp16"):
-            bs = bs[:-5] + " fp16"
+        for prec in ("fp16", "tf32"):
+            if bs.endswith("_" + prec):
+                bs = bs[: -len(prec) - 1] + " " + prec
         d, t = b.get("dsc", {}), b.get("torch", {})
         tc = t.get("torch_compile", t.get("error") or t.get("torch_compile_note"))
         lines.append(f"| {n} | {bs} | {f(d.get('run_device_input', d.get('error')))} | {f(d.get('run_numpy_input'))} | {f(d.get('graph_replay'))} | {f(d.get('launches_no_graph'))} | {f(t.get('eager', t.get('error')))} | {f(t.get('cuda_graph'))} | {f(tc)} |")

@@ -164,6 +164,7 @@ class GpuModule:
             self.llmod.add_named_metadata("nvvm.annotations", md)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         gb = GpuBuilder(b, self.llmod, self.mode, fn, fn.args[-1] if self.mode == "emu" else None)
+        gb.threads = threads
         gb.prologue()
         body(gb, list(fn.args[: len(refs)]))
         gb.b.ret_void()
@@ -178,6 +179,7 @@ class EmitCtx:
     def __init__(self, gm: GpuModule, gpu: GpuTarget, prefix: str, scratch_base: int):
         self.gm = gm
         self.sms = gpu.sm_count
+        self.tf32 = gpu.tf32
         self.prefix = prefix
         self.launches: list[Launch] = []
         self.scratch_top = scratch_base

@@ -35,6 +35,7 @@ from llvmlite import ir
 
 from dsc.backends.cuda.ew import Coords, Leaf, contiguous_strides, eval_ops, is_ew, load_elem, store_elem
 from dsc.backends.cuda.gpubuilder import F32, I32, GpuBuilder, c32, cf
+from dsc.backends.cuda.mma import MMA_CONFIGS, choose_mma_tiling, emit_mma_body, mma_kind, worth_mma
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of
 
@@ -332,22 +333,35 @@ def _smem_vec(gb: GpuBuilder, smem, idx, n: int):
 # ------------------------------------------------------------ emitting a GEMM with an epilogue
 
 
-def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi_store, label: str):
+def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi_store, label: str, dtypes=(np.float32, np.float32)):
     """Launch(es) of a GEMM: `make_operands(ptrs) -> (A, B)`, `epi_store(gb, ptrs, z, m, n, acc)`.
 
     `ctx.refs` (in order) are the kernel's buffers; ptrs maps each ref index to its pointer.
+    `dtypes`: the element types of A and B, which pick tensor cores (mma.py) or
+    the SIMT kernel.
     """
     if M == 0 or N == 0 or Z == 0:
         return
-    cfg, split = choose_tiling(M, N, K, Z, ctx.sms)
+    kind = mma_kind(*dtypes, ctx.tf32) if worth_mma(M, N, K) else None
+    if kind is not None:
+        cfg, split = choose_mma_tiling(M, N, K, Z, ctx.sms)
+        label += f" ({kind} tensor cores)"
+
+        def core(gb, cfg, M, N, K, A, B, epi, split, nz):
+            emit_mma_body(gb, cfg, M, N, K, A, B, epi, split, nz, kind)
+
+        fallback = MMA_CONFIGS[0]
+    else:
+        cfg, split = choose_tiling(M, N, K, Z, ctx.sms)
+        core, fallback = emit_gemm_body, CONFIGS[0]
     grid = (-(-N // cfg.BN), -(-M // cfg.BM), Z * split)
     if grid[1] > 65535 or grid[2] > 65535:
-        cfg, split = CONFIGS[0], 1
+        cfg, split = fallback, 1
         grid = (-(-N // cfg.BN), -(-M // cfg.BM), Z)
     if split == 1:
         def body(gb, ptrs):
             A, B = make_operands(gb, ptrs)
-            emit_gemm_body(gb, cfg, M, N, K, A, B, lambda gb_, z, m, n, acc, s: epi_store(gb_, ptrs, z, m, n, acc), 1, Z)
+            core(gb, cfg, M, N, K, A, B, lambda gb_, z, m, n, acc, s: epi_store(gb_, ptrs, z, m, n, acc), 1, Z)
 
         ctx.launch(name, ctx.refs, grid, cfg.threads, body, label)
         return
@@ -366,7 +380,7 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
             off = b.add(b.mul(b.add(b.mul(zs, c32(M)), m), c32(N)), n)
             b.store(acc, b.gep(P, [off], inbounds=True))
 
-        emit_gemm_body(gb, cfg, M, N, K, A, B, store_part, split, Z)
+        core(gb, cfg, M, N, K, A, B, store_part, split, Z)
 
     ctx.launch(name + "_splitk", refs, grid, cfg.threads, body, label + " (split-K)", extra_writes={pi})
 
@@ -494,7 +508,7 @@ def emit_conv(ctx, grp) -> None:
         B = Im2colOperand(ptrs[grp.index[conv.input]], xs.dtype, xs.shape, out[2:], ws.shape[2:], strides, pads, dil, cg)
         return A, B
 
-    emit_gemm(ctx, "conv", mg, N, K, groups, operands, epi_store, "conv")
+    emit_gemm(ctx, "conv", mg, N, K, groups, operands, epi_store, "conv", (ws.dtype, xs.dtype))
 
 
 def _emit_depthwise(ctx, grp, conv, rest, epi_store, coords_of, a):
@@ -665,7 +679,7 @@ def emit_matmul(ctx, grp) -> None:
         B = StridedOperand(ptrs[grp.index[rv]], sig_of(rv.type).dtype, rstr[-2], rstr[-1], bshape, rb)
         return A, B
 
-    emit_gemm(ctx, "gemm", M, N, K, Z, operands, epi_store, mm.name.replace("graph.", ""))
+    emit_gemm(ctx, "gemm", M, N, K, Z, operands, epi_store, mm.name.replace("graph.", ""), (sig_of(lv.type).dtype, sig_of(rv.type).dtype))
 
 
 def _batch_strides(shape, strides, bshape):

@@ -33,6 +33,7 @@ from dsc.backends.cpu.irb import F32, I1, I8, I32, I64, VOID, KernelBuilder
 CTX_TID, CTX_NTID, CTX_CTAID, CTX_NCTAID = 0, 3, 6, 9
 CTX_BARRIER, CTX_WARP_BARRIERS, CTX_SHARED, CTX_XCHG = 12, 13, 14, 15
 CTX_SLOTS = 16
+XCHG_WORDS = 7  # emu: words of exchange area per thread (a shuffle uses 1, an MMA 6 more)
 PTHREAD_BARRIER_BYTES = 32  # sizeof(pthread_barrier_t) on x86-64 and aarch64 glibc (aarch64: 32 as well)
 
 
@@ -69,6 +70,7 @@ class GpuBuilder(KernelBuilder):
         self.ctx = ctx  # i64* (emu mode)
         self.smem = SharedAllocator()
         self._sreg_cache: dict[str, ir.Value] = {}
+        self.threads = 1024  # threads per block (build_kernel sets it)
 
     # ------------------------------------------------------------ indices
     def _sreg(self, name: str, slot: int):
@@ -176,6 +178,75 @@ class GpuBuilder(KernelBuilder):
             acc = combine(acc, b.load(b.gep(scratch, [c32(w)], inbounds=True)))
         self.barrier()
         return acc
+
+    # ------------------------------------------------------------ tensor cores
+    def mma(self, kind: str, a: list, b: list, c: list) -> list:
+        """One warp-wide tensor-core MMA, D = A·B + C, f32 accumulators; every lane of the warp must call.
+
+        kind "f16": m16n8k16 with f16 inputs; "tf32": m16n8k8 with tf32 inputs.
+        Operands are 32-bit registers (`a`: 4, `b`: 2, each a pair of halves
+        for f16, one tf32 for tf32) in PTX's fragment layout, which in words
+        of k is the same for both kinds (g = lane / 4, t = lane % 4):
+        a = [A(g, t), A(g+8, t), A(g, t+4), A(g+8, t+4)], b = [B(t, g), B(t+4, g)],
+        c and the result = [C(g, 2t), C(g, 2t+1), C(g+8, 2t), C(g+8, 2t+1)].
+        """
+        if self.mode == "nvptx":
+            shape, ab = {"f16": ("m16n8k16", "f16.f16"), "tf32": ("m16n8k8", "tf32.tf32")}[kind]
+            asm = f"mma.sync.aligned.{shape}.row.col.f32.{ab}.f32 {{$0,$1,$2,$3}}, {{$4,$5,$6,$7}}, {{$8,$9}}, {{$10,$11,$12,$13}};"
+            ret = ir.LiteralStructType([F32] * 4)
+            fty = ir.FunctionType(ret, [I32] * 6 + [F32] * 4)
+            r = self.b.call(ir.InlineAsm(fty, asm, "=f,=f,=f,=f,r,r,r,r,r,r,0,1,2,3"), list(a) + list(b) + list(c))
+            return [self.b.extract_value(r, i) for i in range(4)]
+        return self._mma_emulated(kind, a, b, c)
+
+    def _mma_emulated(self, kind, a, b, c):
+        """The MMA through this warp's exchange area: each lane publishes its fragments, then computes its four outputs."""
+        bld = self.b
+        # the emulator's exchange area has XCHG_WORDS words per thread: word s of thread i at s*threads + i
+        xchg = bld.inttoptr(bld.load(bld.gep(self.ctx, [c64(CTX_XCHG)], inbounds=True)), I32.as_pointer())
+        t = self.tid()
+        lane = bld.and_(t, c32(31))
+        base = bld.sub(t, lane)
+
+        def slot(s, ln):
+            return bld.gep(xchg, [bld.add(c32((1 + s) * self.threads), bld.add(base, ln))], inbounds=True)
+
+        for s, v in enumerate(list(a) + list(b)):
+            bld.store(v, slot(s, lane))
+        self._warp_barrier()
+        g = bld.lshr(lane, c32(2))
+        tq = bld.and_(lane, c32(3))
+
+        def words(x):
+            """The k-values of one 32-bit word as f32: two halves (f16) or one tf32."""
+            if kind == "tf32":
+                return [bld.bitcast(x, F32)]
+            lo = bld.bitcast(bld.trunc(x, ir.IntType(16)), ir.HalfType())
+            hi = bld.bitcast(bld.trunc(bld.lshr(x, c32(16)), ir.IntType(16)), ir.HalfType())
+            return [bld.fpext(lo, F32), bld.fpext(hi, F32)]
+
+        out = []
+        for q in range(4):
+            row_hi = q >= 2  # rows g+8
+            col = bld.add(bld.shl(tq, c32(1)), c32(q & 1))
+            acc = c[q]
+            for w in range(8):
+                a_lane = bld.add(bld.shl(g, c32(2)), c32(w % 4))
+                b_lane = bld.add(bld.shl(col, c32(2)), c32(w % 4))
+                av = bld.load(slot(int(row_hi) + 2 * (w >= 4), a_lane))
+                bv = bld.load(slot(4 + (w >= 4), b_lane))
+                for x, y in zip(words(av), words(bv)):
+                    acc = self.fma(x, y, acc)
+            out.append(acc)
+        self._warp_barrier()
+        return out
+
+    def to_tf32(self, x):
+        """An f32 rounded to tf32 (10-bit mantissa, to nearest, ties away), as its i32 bits."""
+        if self.mode == "nvptx":
+            return self.b.call(ir.InlineAsm(ir.FunctionType(I32, [F32]), "cvt.rna.tf32.f32 $0, $1;", "=r,f"), [x])
+        bits = self.b.bitcast(x, I32)
+        return self.b.and_(self.b.add(bits, c32(0x1000)), c32(-0x2000))
 
     # ------------------------------------------------------------ memory
     def shared(self, elem: ir.Type, count: int, name: str = "smem"):

@@ -49,6 +49,7 @@ SM_COUNT = {"sm_80": 108, "sm_86": 84, "sm_87": 16, "sm_89": 128, "sm_90": 132}
 @dataclass(frozen=True)
 class GpuTarget:
     sm: str  # "sm_90"
+    tf32: bool = False  # float32 GEMMs on tensor cores with tf32 inputs (CompileOptions.tf32)
 
     @property
     def ptx_isa(self) -> tuple[int, int]:
@@ -84,7 +85,7 @@ class GpuTarget:
         return llvm.Target.from_triple(TRIPLE).create_target_machine(cpu=self.sm, features=self.features, opt=3)
 
 
-def gpu_target(sm: str) -> GpuTarget:
+def gpu_target(sm: str, tf32: bool = False) -> GpuTarget:
     if sm not in PTX_ISA:
         raise TargetError(f"no CUDA code generation for {sm}", hint=f"GPU targets: {', '.join(PTX_ISA)}")
-    return GpuTarget(sm)
+    return GpuTarget(sm, tf32)

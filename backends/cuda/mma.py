@@ -1,0 +1,244 @@
+"""Tensor-core GEMM: the tiled GEMM of gemm.py with warp-wide `mma.sync` instead of per-thread FMAs.
+
+    C[z][m, n] = Σ_k A(z, m, k) · B(z, k, n),   f32 accumulators
+
+Used when both operands are float16 (m16n8k16, f16 inputs) or, with TF32
+allowed (`--tf32`), float32 (m16n8k8, inputs rounded to tf32). The operands
+are the same `Operand`s as the SIMT kernel's (strided views, implicit
+im2col), so every GEMM-shaped op (matmul, gemm, convolution) gets it.
+
+Shared memory holds the block's A tile as [BM][k] and its B tile as [BN][k]
+(k contiguous, in 32-bit words: two halves or one tf32 per word; rows padded
+to BKW + 4 words so the fragment loads of a warp hit 32 different banks).
+In words of k, both MMA shapes read their fragments at the same places (see
+`GpuBuilder.mma`), so one kernel serves both: each step of 8 words is one
+MMA per (16-row, 8-column) tile of the warp.
+
+The block is a grid of warps, each owning a WM×WN tile of C in registers.
+K advances BKW words at a time; the next tile's global loads are issued
+into registers before the current tile's MMAs (register prefetch), so their
+latency hides behind the math, then stored to shared memory between two
+barriers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from dsc.backends.cuda.ew import load_elem
+from dsc.backends.cuda.gpubuilder import F32, I32, GpuBuilder, c32, cf
+
+I16 = ir.IntType(16)
+F16 = ir.HalfType()
+
+
+@dataclass(frozen=True)
+class MmaConfig:
+    BM: int
+    BN: int
+    WM: int  # warp tile
+    WN: int
+    BKW: int = 16  # k words per stage: 32 halves or 16 tf32
+
+    @property
+    def warps(self) -> int:
+        return (self.BM // self.WM) * (self.BN // self.WN)
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.warps
+
+    @property
+    def ldw(self) -> int:
+        return self.BKW + 4
+
+    @property
+    def smem_bytes(self) -> int:
+        return 4 * self.ldw * (self.BM + self.BN)
+
+
+MMA_BIG = MmaConfig(128, 128, 64, 32)  # 8 warps, 64 accumulators each
+MMA_WIDE = MmaConfig(64, 128, 32, 64)  # 4 warps: small M (64-channel layers), wide N
+MMA_MID = MmaConfig(64, 64, 32, 32)  # 4 warps, 32 accumulators each
+MMA_SMALL = MmaConfig(32, 32, 16, 16)  # 4 warps, 8 accumulators each
+MMA_CONFIGS = [MMA_BIG, MMA_WIDE, MMA_MID, MMA_SMALL]
+
+
+def mma_kind(a_dtype, b_dtype, tf32: bool) -> str | None:
+    """The tensor-core input type for these operand dtypes, or None (SIMT)."""
+    a, b = np.dtype(a_dtype), np.dtype(b_dtype)
+    if a == np.float16 and b == np.float16:
+        return "f16"
+    if tf32 and {a, b} <= {np.dtype(np.float32), np.dtype(np.float16)}:
+        return "tf32"
+    return None
+
+
+def worth_mma(M: int, N: int, K: int) -> bool:
+    """Tensor cores pay once a GEMM fills at least a 16×16 tile and a few k-steps (not for GEMV-like shapes)."""
+    return M >= 16 and N >= 16 and K >= 16
+
+
+def choose_mma_tiling(M: int, N: int, K: int, Z: int, sms: int) -> tuple[MmaConfig, int]:
+    """(config, split-K factor): the biggest tile that keeps every multiprocessor busy, wasting little on edges."""
+
+    def blocks(c):
+        return Z * -(-M // c.BM) * -(-N // c.BN)
+
+    def waste(c):
+        return (Z * -(-M // c.BM) * c.BM * -(-N // c.BN) * c.BN) / (Z * M * N)
+
+    for c, need in ((MMA_BIG, 2 * sms), (MMA_WIDE, 2 * sms), (MMA_MID, sms)):
+        if blocks(c) >= need and waste(c) < 1.3:
+            return c, 1
+    split = 1
+    while blocks(MMA_SMALL) * split < sms and K >= split * 2 * 64 and split < 16:
+        split *= 2
+    return MMA_SMALL, split
+
+
+def emit_mma_body(gb: GpuBuilder, cfg: MmaConfig, M: int, N: int, K: int, A, B, epi, split: int, nz: int, kind: str):
+    """The body of a tensor-core GEMM kernel; grid = (ceil(N/BN), ceil(M/BM), nz*split), cfg.threads threads."""
+    b = gb.b
+    T = cfg.threads
+    BM, BN, WM, WN, BKW, LDW = cfg.BM, cfg.BN, cfg.WM, cfg.WN, cfg.BKW, cfg.ldw
+    kpw = 2 if kind == "f16" else 1  # k elements per 32-bit word
+    BK = BKW * kpw
+    MT, NT = WM // 16, WN // 8  # MMA tiles per warp
+    tid = gb.tid()
+    lane = b.and_(tid, c32(31))
+    warp = b.lshr(tid, c32(5))
+    wcols = BN // WN
+    wm = b.udiv(warp, c32(wcols))
+    wn = b.urem(warp, c32(wcols))
+    g = b.lshr(lane, c32(2))
+    t = b.and_(lane, c32(3))
+    n0 = b.mul(gb.ctaid("x"), c32(BN))
+    m0 = b.mul(gb.ctaid("y"), c32(BM))
+    zz = gb.ctaid("z")
+    if split > 1:
+        z = b.udiv(zz, c32(split))
+        s = b.urem(zz, c32(split))
+    else:
+        z, s = zz, None
+    A.setup(gb, z)
+    B.setup(gb, z)
+    As = gb.shared(I32, BM * LDW, "As")
+    Bs = gb.shared(I32, BN * LDW, "Bs")
+    if split > 1:
+        kc = -(-K // split)
+        kc = -(-kc // BK) * BK  # each split a whole number of stages
+        k_lo = b.mul(s, c32(kc))
+        k_hi_raw = b.add(k_lo, c32(kc))
+        k_hi = b.select(b.icmp_unsigned("<", k_hi_raw, c32(K)), k_hi_raw, c32(K))
+    else:
+        k_lo, k_hi = c32(0), c32(K)
+
+    def element(v):
+        """A loaded element (f32 register) in its shared-memory form: half, or tf32 bits."""
+        if kind == "f16":
+            return b.fptrunc(v, F16) if v.type != F16 else v
+        return gb.to_tf32(v)
+
+    def load_tile(op, rows: int, rows_limit, r0, k0, k_major_rows: bool):
+        """This thread's elements of a rows×BK tile of `op` at (r0, k0): [(row, k, value)].
+
+        `k_major_rows`: the operand is indexed (row, k) (A) rather than (k, row) (B).
+        Consecutive threads walk the operand's contiguous index, for coalescing.
+        """
+        out = []
+        per = rows * BK // T
+        k_contig = (op.contig == 1) == k_major_rows
+        for e in range(per):
+            idx = b.add(tid, c32(e * T))
+            if k_contig:
+                kk, rr = b.urem(idx, c32(BK)), b.udiv(idx, c32(BK))
+            else:
+                rr, kk = b.urem(idx, c32(rows)), b.udiv(idx, c32(rows))
+            r = b.add(r0, rr)
+            k = b.add(k0, kk)
+            ok = b.and_(b.icmp_signed("<", r, rows_limit), b.icmp_signed("<", k, k_hi))
+            off, valid = op.addr(gb, r, k) if k_major_rows else op.addr(gb, k, r)
+            if valid is not None:
+                ok = b.and_(ok, valid)
+            v = load_elem(gb, op.ptr, b.select(ok, off, c32(0)), op.dtype)
+            if v.type != F32 and v.type != F16:
+                v = b.sitofp(v, F32) if isinstance(v.type, ir.IntType) else b.fptrunc(v, F32)
+            v = b.select(ok, v, cf(0.0) if v.type == F32 else ir.Constant(F16, 0.0))
+            out.append((rr, kk, element(v)))
+        return out
+
+    def store_tile(smem, elems):
+        for rr, kk, v in elems:
+            idx = b.add(b.mul(rr, c32(LDW * kpw)), kk)
+            if kind == "f16":
+                p = b.bitcast(smem, F16.as_pointer(smem.type.addrspace))
+                b.store(v, b.gep(p, [idx], inbounds=True))
+            else:
+                b.store(v, b.gep(smem, [idx], inbounds=True))
+
+    def load_both(k0):
+        return load_tile(A, BM, c32(M), m0, k0, True), load_tile(B, BN, c32(N), n0, k0, False)
+
+    fn = b.function
+    a_regs, b_regs = load_both(k_lo)
+    store_tile(As, a_regs)
+    store_tile(Bs, b_regs)
+    gb.barrier()
+    pre = b.block
+    head = fn.append_basic_block("k.head")
+    body = fn.append_basic_block("k.body")
+    done = fn.append_basic_block("k.done")
+    b.branch(head)
+    b.position_at_end(head)
+    k0 = b.phi(I32, "k0")
+    k0.add_incoming(k_lo, pre)
+    accs = [[[b.phi(F32, f"acc{i}_{j}_{q}") for q in range(4)] for j in range(NT)] for i in range(MT)]
+    for i in range(MT):
+        for j in range(NT):
+            for a in accs[i][j]:
+                a.add_incoming(cf(0.0), pre)
+    b.cbranch(b.icmp_signed("<", k0, k_hi), body, done)
+    b.position_at_end(body)
+    nxt = b.add(k0, c32(BK))
+    a_next, b_next = load_both(nxt)  # masked past k_hi: zeros, never stored past the end of use
+    acc = [[list(accs[i][j]) for j in range(NT)] for i in range(MT)]
+    arow = [b.mul(b.add(b.mul(wm, c32(WM)), b.add(c32(16 * i), g)), c32(LDW)) for i in range(MT)]
+    bcol = [b.mul(b.add(b.mul(wn, c32(WN)), b.add(c32(8 * j), g)), c32(LDW)) for j in range(NT)]
+
+    def word(smem, base, off):
+        return b.load(b.gep(smem, [b.add(base, b.add(t, c32(off)))], inbounds=True))
+
+    for ks in range(BKW // 8):
+        w0 = 8 * ks
+        afr = [[word(As, arow[i], w0), word(As, arow[i], 8 * LDW + w0), word(As, arow[i], w0 + 4), word(As, arow[i], 8 * LDW + w0 + 4)] for i in range(MT)]
+        bfr = [[word(Bs, bcol[j], w0), word(Bs, bcol[j], w0 + 4)] for j in range(NT)]
+        for i in range(MT):
+            for j in range(NT):
+                acc[i][j] = gb.mma(kind, afr[i], bfr[j], acc[i][j])
+    gb.barrier()
+    store_tile(As, a_next)
+    store_tile(Bs, b_next)
+    gb.barrier()
+    end = b.block
+    k0.add_incoming(nxt, end)
+    for i in range(MT):
+        for j in range(NT):
+            for q in range(4):
+                accs[i][j][q].add_incoming(acc[i][j][q], end)
+    b.branch(head)
+    b.position_at_end(done)
+    for i in range(MT):
+        for j in range(NT):
+            for q in range(4):
+                m = b.add(m0, b.add(b.mul(wm, c32(WM)), b.add(c32(16 * i + 8 * (q >> 1)), g)))
+                n = b.add(n0, b.add(b.mul(wn, c32(WN)), b.add(c32(8 * j + (q & 1)), b.shl(t, c32(1)))))
+                ok = b.and_(b.icmp_signed("<", m, c32(M)), b.icmp_signed("<", n, c32(N)))
+                with b.if_then(ok):
+                    epi(gb, z, m, n, accs[i][j][q], s)
+
+
+__all__ = ["MmaConfig", "MMA_CONFIGS", "mma_kind", "worth_mma", "choose_mma_tiling", "emit_mma_body"]
