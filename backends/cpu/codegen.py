@@ -47,6 +47,7 @@ ALIGN = 64
 _LLVM_TYPES = {
     np.dtype(np.float32): ir.FloatType(),
     np.dtype(np.float64): ir.DoubleType(),
+    np.dtype(np.float16): ir.HalfType(),  # computed in float32: emitters widen on load (see float16.py)
     np.dtype(np.int64): ir.IntType(64),
     np.dtype(np.int32): ir.IntType(32),
     np.dtype(np.int16): ir.IntType(16),
@@ -62,7 +63,6 @@ _LLVM_TYPES = {
 def llvm_type(dtype) -> ir.Type:
     dt = np.dtype(dtype)
     if dt not in _LLVM_TYPES:
-        # float16 would need compiler-rt conversion routines that MCJIT cannot resolve
         raise DscError(f"the CPU backend has no code for {dt} tensors", hint="compile in float32 (--precision fp32) for CPU targets")
     return _LLVM_TYPES[dt]
 
@@ -412,11 +412,17 @@ class Codegen:
 
 def compile_llvm_ir(text: str, target: CpuTarget) -> bytes:
     """Verify, optimize (O3) and assemble LLVM IR text to an object file for `target`."""
+    from dsc.backends.cpu.float16 import float16_support_ir, uses_half
     from dsc.backends.cpu.target import init_llvm
 
     init_llvm()
     mod = llvm.parse_assembly(text)
     mod.triple = target.triple
+    if uses_half(text):
+        # the half <-> float conversions LLVM may lower to compiler-rt calls, defined in the object
+        support = llvm.parse_assembly(float16_support_ir())
+        support.triple = target.triple
+        mod.link_in(support)
     mod.verify()
     tm = target.target_machine()
     pto = llvm.create_pipeline_tuning_options(speed_level=3)

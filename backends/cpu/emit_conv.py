@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 from dsc.backends.cpu.codegen import fused_emitter, op_emitter
 from dsc.backends.cpu.emit_gemm import (
+    F32_ONLY_HINT,
     Epilogue,
     FlushDenormals,
     Layout,
@@ -522,8 +523,9 @@ def _check(op: g.ConvOp) -> ConvGeom:
     geo = conv_geom(op)
     if geo is None:
         raise DscError(f"the CPU backend's graph.conv supports 1-D and 2-D convolutions, not {len(sig_of(op.input.type).shape) - 2}-D")
-    if any(sig_of(v.type).dtype != F32_DT for v in op.operands):
-        raise DscError("the CPU backend's graph.conv supports float32 only")
+    bad = [sig_of(v.type).dtype for v in op.operands if sig_of(v.type).dtype != F32_DT]
+    if bad:
+        raise DscError(f"the CPU backend's graph.conv supports float32 only, not {bad[0]}", hint=F32_ONLY_HINT)
     return geo
 
 

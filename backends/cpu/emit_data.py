@@ -192,19 +192,27 @@ def is_float(t) -> bool:
     return isinstance(t, ir.FloatType | ir.HalfType | ir.DoubleType)
 
 
+def widen(kb: KernelBuilder, v):
+    """A loaded value (scalar or vector) in its compute type: half becomes float."""
+    if (v.type.element if isinstance(v.type, ir.VectorType) else v.type) != F16:
+        return v
+    return kb.b.fpext(v, vec(v.type.count, F32) if isinstance(v.type, ir.VectorType) else F32)
+
+
+def narrow(kb: KernelBuilder, v, elem):
+    """A computed value in memory type `elem`: float rounds to half (nearest even) for F16."""
+    if elem != F16 or (v.type.element if isinstance(v.type, ir.VectorType) else v.type) == F16:
+        return v
+    return kb.b.fptrunc(v, vec(v.type.count, F16) if isinstance(v.type, ir.VectorType) else F16)
+
+
 def load_c(kb: KernelBuilder, ptr, idx, w: int):
     """Load w elements (w=1: a scalar) and widen to the compute type."""
-    v = load_n(kb, ptr, idx, w)
-    if ptr.type.pointee == F16:
-        v = kb.b.fpext(v, vec(w, F32) if w > 1 else F32)
-    return v
+    return widen(kb, load_n(kb, ptr, idx, w))
 
 
 def store_c(kb: KernelBuilder, v, ptr, idx) -> None:
-    if ptr.type.pointee == F16:
-        w = v.type.count if isinstance(v.type, ir.VectorType) else 1
-        v = kb.b.fptrunc(v, vec(w, F16) if w > 1 else F16)
-    store_n(kb, v, ptr, idx)
+    store_n(kb, narrow(kb, v, ptr.type.pointee), ptr, idx)
 
 
 def cval(t, value, w: int = 1):

@@ -15,7 +15,8 @@ from llvmlite import ir
 
 from dsc.backends.cpu import vmath
 from dsc.backends.cpu.codegen import fused_emitter, llvm_type, op_emitter
-from dsc.backends.cpu.irb import I1, I32, KernelBuilder, const_i64, vec
+from dsc.backends.cpu.emit_data import compute_type, narrow, widen
+from dsc.backends.cpu.irb import F16, F32, I1, I32, KernelBuilder, const_i64, vec
 from dsc.dialects import graph as g
 from dsc.dialects import kernel as k
 from dsc.dialects.tensor_types import sig_of
@@ -144,6 +145,11 @@ def compute(kb: KernelBuilder, op, args):
 def _cast(kb: KernelBuilder, x, dt: np.dtype):
     b = kb.b
     n = x.type.count if isinstance(x.type, ir.VectorType) else None
+    if dt == np.float16:
+        # float16 values live in float32 registers: round through half (one rounding, also
+        # from float64; integers reach half's range exactly through float32)
+        y = x if _is_float(x.type) else _cast(kb, x, np.dtype(np.float32))
+        return b.fpext(b.fptrunc(y, vec(n, F16) if n else F16), vec(n, F32) if n else F32)
     to = I1 if dt == np.bool_ else llvm_type(dt)
     to_t = vec(n, to) if n else to
     src_float = _is_float(x.type)
@@ -222,17 +228,19 @@ def elementwise_loop(kb: KernelBuilder, out_shape, in_ptrs, in_shapes, out_ptrs,
     bools = list(in_bool) + list(out_bool)
     n_in = len(in_ptrs)
 
+    # float16 operands compute in float32: widened on load, rounded to half on store
     def load(ptr, idx, w, is_bool, contiguous):
         if not contiguous:
-            v = kb.load(ptr, idx)
+            v = widen(kb, kb.load(ptr, idx))
             v = b.icmp_signed("!=", v, ir.Constant(v.type, 0)) if is_bool else v
             return kb.splat(v, w) if w > 1 else v
-        v = kb.load_vec(ptr, idx, w) if w > 1 else kb.load(ptr, idx)
+        v = widen(kb, kb.load_vec(ptr, idx, w) if w > 1 else kb.load(ptr, idx))
         if is_bool:
             v = b.icmp_signed("!=", v, ir.Constant(v.type, [0] * w) if w > 1 else ir.Constant(v.type, 0))
         return v
 
     def store(v, ptr, idx, w, is_bool):
+        v = narrow(kb, v, ptr.type.pointee)
         if is_bool:
             v = b.zext(v, vec(w, ptr.type.pointee) if w > 1 else ptr.type.pointee)
         if w > 1:
@@ -314,7 +322,7 @@ def emit_fused_elementwise(kb, kop, in_ptrs, out_ptrs, tid, nthreads, ctx):
                 arr = op.array  # a scalar (see _all_elementwise): becomes a literal
                 ref = vals[0]
                 w = ref.type.count if isinstance(ref.type, ir.VectorType) else 1
-                et = llvm_type(arr.dtype)
+                et = compute_type(llvm_type(arr.dtype))
                 c = ir.Constant(et, float(arr.reshape(-1)[0]) if arr.dtype.kind == "f" else int(arr.reshape(-1)[0]))
                 env[op.result] = kb.splat(c, w) if w > 1 else c
                 continue

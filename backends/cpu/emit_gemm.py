@@ -52,6 +52,8 @@ from dsc.runtime.errors import DscError
 from llvmlite import ir
 
 F32_DT = np.dtype(np.float32)
+# the micro-kernels are float32: other dtypes (float16 included) are refused with this hint
+F32_ONLY_HINT = "compute it in float32: Cast its inputs to float32 (and the result back), or compile with --precision fp32 for CPU targets"
 
 # ===================================================================== IR helpers
 
@@ -810,7 +812,8 @@ def _gemm_epilogue(plan: MatmulPlan, lay: Layout, w: int, main, ops, sources, yi
 @op_emitter(g.GemmOp, g.MatMulOp)
 def emit_matmul_op(kb, op, in_ptrs, out_ptrs, tid, nthreads, ctx):
     if not _f32_only(*op.operands, op.result):
-        raise DscError(f"the CPU backend's {op.name} supports float32 only, not {sig_of(op.result.type).dtype}")
+        bad = next(sig_of(v.type).dtype for v in (*op.operands, op.result) if sig_of(v.type).dtype != F32_DT)
+        raise DscError(f"the CPU backend's {op.name} supports float32 only, not {bad}", hint=F32_ONLY_HINT)
     vals = list(op.operands)
     index = {v: i for i, v in enumerate(vals)}
     a = mat_operand(vals[0], index, ctx.consts, {})

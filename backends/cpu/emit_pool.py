@@ -30,9 +30,10 @@ from dsc.backends.cpu.emit_data import (
     prod,
     row_strides,
     store_c,
+    widen,
 )
 from dsc.backends.cpu.emit_reduce import Fold, lanes
-from dsc.backends.cpu.irb import F16, F32, I32, I64, KernelBuilder, const_i64, vec
+from dsc.backends.cpu.irb import I32, I64, KernelBuilder, const_i64, vec
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of
 from dsc.runtime.errors import DscError
@@ -66,7 +67,7 @@ def _load_strided(kb: KernelBuilder, ptr, idx, w: int, s: int):
     b = kb.b
     raw = kb.load_vec(ptr, idx, w * s)
     v = b.shuffle_vector(raw, raw, ir.Constant(vec(w, I32), [k * s for k in range(w)]))
-    return b.fpext(v, vec(w, F32)) if ptr.type.pointee == F16 else v
+    return widen(kb, v)
 
 
 @op_emitter(g.MaxPoolOp, g.AvgPoolOp)

@@ -14,8 +14,8 @@ reduced dimensions (size-1 dims dropped, neighbours of one kind merged):
   into vector accumulators; threads split (outer outputs x chunks).
 
 Integer tensors reduce in their own type (mean truncates, as the reference
-does); float32 and float64 in theirs. (The load/store helpers widen float16
-to float32, should the driver ever accept float16 tensors.)
+does); float32 and float64 in theirs; float16 in float32 (the load/store
+helpers widen and round back).
 Softmax subtracts the row maximum before exp (vmath.exp, no libm in the
 loop); layer norm computes mean and variance in two passes in float32.
 """
