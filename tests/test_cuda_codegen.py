@@ -446,6 +446,24 @@ def test_zoo_on_emulator(name, place):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("precision", ["fp16", "tf32"])
+def test_small_resnet_on_tensor_cores_on_emulator(precision):
+    """A whole ResNet on the emulated tensor cores: fp16 (O2) and tf32 against onnxruntime in fp32."""
+    from dsc.pipeline import CompileOptions
+
+    mdl = zoo.build("resnet18", small=True)
+    feeds = zoo.example_inputs(mdl)
+    opts = CompileOptions(precision="fp16", amp_level="O2") if precision == "fp16" else CompileOptions(tf32=True)
+    data = dsc.compile(mdl, "sm_90", options=opts, gpu_emulation=True)
+    labels = [s.get("label", "") for s in manifest(data)["plan"]["schedule"]]
+    assert sum("tensor cores" in lb for lb in labels) >= 10, labels
+    got = dsc.runtime.load(data, gpu="emulate").run(None, feeds)[0].astype(np.float32)
+    want = ort(mdl, feeds)[0]
+    # fp16 activations and weights: ~1e-3 relative per op over ~20 layers; tf32: 2^-11 per product
+    tol = 3e-2 if precision == "fp16" else 1e-2
+    assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max()), np.abs(got - want).max()
+
+
 def test_emulated_run_without_graphs_and_thread_safety():
     mdl = zoo.build("mlp", small=True)
     feeds = zoo.example_inputs(mdl)

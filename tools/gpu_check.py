@@ -56,7 +56,8 @@ def compile_job(name: str, batch: int, target: str, path: str, precision: str = 
         from dsc.tools import zoo
 
         mdl = zoo.build(name, batch=batch)
-        opts = CompileOptions(tf32=True) if precision == "tf32" else CompileOptions(precision=precision)
+        # fp16: every op but the range-sensitive ones in float16 (O2), as PyTorch's .half() model is
+        opts = CompileOptions(tf32=True) if precision == "tf32" else CompileOptions(precision=precision, amp_level="O2" if precision == "fp16" else "O1")
         data = dsc.compile(mdl, target, options=opts)
         with open(path, "wb") as f:
             f.write(data)

@@ -108,6 +108,12 @@ class Operand:
         """(element offset, extra validity predicate or None)."""
         raise NotImplementedError
 
+    def vectors_ok(self, vec: int, extent: int) -> bool:
+        """Whether runs of `vec` elements along the contiguous index, starting at multiples of vec, are
+        contiguous and vec-aligned in memory (buffers themselves are 64-byte aligned), no validity
+        predicate applying; `extent`: the contiguous index's size."""
+        return False
+
 
 class StridedOperand(Operand):
     """A 2-D view (strides si, sj) of a tensor, with batch offsets over the batch dims of z."""
@@ -131,6 +137,10 @@ class StridedOperand(Operand):
             off = b.add(off, self.zoff)
         return off, None
 
+    def vectors_ok(self, vec, extent):
+        other = self.si if self.contig == 1 else self.sj
+        return (self.sj if self.contig == 1 else self.si) == 1 and other % vec == 0 and extent % vec == 0 and all(s % vec == 0 for s in self.batch_strides)
+
 
 class Im2colOperand(Operand):
     """B(k, n) of a convolution as a GEMM: k = (ci, kernel position), n = (batch, output position).
@@ -153,6 +163,11 @@ class Im2colOperand(Operand):
         b = gb.b
         plane = int(np.prod(self.spatial, dtype=np.int64))
         self.zbase = _mul(b, z, self.cg * plane)
+
+    def vectors_ok(self, vec, extent):
+        # a 1x1 stride-1 convolution reads its input as [k][position]: runs of positions within one image
+        opl = int(np.prod(self.out_spatial, dtype=np.int64))
+        return self.pointwise and all(s == 1 for s in self.strides) and opl % vec == 0
 
     def addr(self, gb, k, n):
         b = gb.b

@@ -41,7 +41,7 @@ class MmaConfig:
     BN: int
     WM: int  # warp tile
     WN: int
-    BKW: int = 16  # k words per stage: 32 halves or 16 tf32
+    BKW: int = 32  # k words per stage: 64 halves or 32 tf32
 
     @property
     def warps(self) -> int:
@@ -144,41 +144,67 @@ def emit_mma_body(gb: GpuBuilder, cfg: MmaConfig, M: int, N: int, K: int, A, B, 
         return gb.to_tf32(v)
 
     def load_tile(op, rows: int, rows_limit, r0, k0, k_major_rows: bool):
-        """This thread's elements of a rows×BK tile of `op` at (r0, k0): [(row, k, value)].
+        """This thread's pieces of a rows×BK tile of `op` at (r0, k0): [(row, k, value, along_k)].
 
         `k_major_rows`: the operand is indexed (row, k) (A) rather than (k, row) (B).
-        Consecutive threads walk the operand's contiguous index, for coalescing.
+        Consecutive threads walk the operand's contiguous index, for coalescing;
+        where the operand allows it (`vectors_ok`), each piece is a 16-byte
+        vector of consecutive elements along that index, else one element.
         """
-        out = []
-        per = rows * BK // T
         k_contig = (op.contig == 1) == k_major_rows
+        extent = K if k_contig else (M if k_major_rows else N)
+        mem = np.dtype(op.dtype)
+        vec = 16 // mem.itemsize
+        same = (mem == np.float16) if kind == "f16" else (mem == np.float32)
+        if not (same and (BK if k_contig else rows) % vec == 0 and (rows * BK) % (vec * T) == 0 and op.vectors_ok(vec, extent)):
+            vec = 1
+        out = []
+        per = rows * BK // (T * vec)
+        runs = (BK if k_contig else rows) // vec  # pieces along the contiguous index
         for e in range(per):
             idx = b.add(tid, c32(e * T))
-            if k_contig:
-                kk, rr = b.urem(idx, c32(BK)), b.udiv(idx, c32(BK))
-            else:
-                rr, kk = b.urem(idx, c32(rows)), b.udiv(idx, c32(rows))
+            q, p = b.urem(idx, c32(runs)), b.udiv(idx, c32(runs))
+            q = b.mul(q, c32(vec)) if vec > 1 else q
+            kk, rr = (q, p) if k_contig else (p, q)
             r = b.add(r0, rr)
             k = b.add(k0, kk)
             ok = b.and_(b.icmp_signed("<", r, rows_limit), b.icmp_signed("<", k, k_hi))
             off, valid = op.addr(gb, r, k) if k_major_rows else op.addr(gb, k, r)
             if valid is not None:
                 ok = b.and_(ok, valid)
-            v = load_elem(gb, op.ptr, b.select(ok, off, c32(0)), op.dtype)
+            safe = b.select(ok, off, c32(0))
+            if vec > 1:
+                vt = ir.VectorType(F16 if kind == "f16" else F32, vec)
+                p_ = b.gep(op.ptr, [safe], inbounds=True)
+                v = b.load(b.bitcast(p_, vt.as_pointer(p_.type.addrspace)), align=16)
+                v = b.select(ok, v, ir.Constant(vt, None))
+                if kind == "tf32":
+                    words = ir.Constant(ir.VectorType(I32, vec), None)
+                    for i in range(vec):
+                        words = b.insert_element(words, gb.to_tf32(b.extract_element(v, c32(i))), c32(i))
+                    v = words
+                out.append((rr, kk, v, k_contig))
+                continue
+            v = load_elem(gb, op.ptr, safe, op.dtype)
             if v.type != F32 and v.type != F16:
                 v = b.sitofp(v, F32) if isinstance(v.type, ir.IntType) else b.fptrunc(v, F32)
             v = b.select(ok, v, cf(0.0) if v.type == F32 else ir.Constant(F16, 0.0))
-            out.append((rr, kk, element(v)))
+            out.append((rr, kk, element(v), True))
         return out
 
-    def store_tile(smem, elems):
-        for rr, kk, v in elems:
+    def store_tile(smem, pieces):
+        et = F16 if kind == "f16" else I32
+        base = b.bitcast(smem, et.as_pointer(smem.type.addrspace)) if kind == "f16" else smem
+        for rr, kk, v, along_k in pieces:
             idx = b.add(b.mul(rr, c32(LDW * kpw)), kk)
-            if kind == "f16":
-                p = b.bitcast(smem, F16.as_pointer(smem.type.addrspace))
-                b.store(v, b.gep(p, [idx], inbounds=True))
-            else:
-                b.store(v, b.gep(smem, [idx], inbounds=True))
+            if not isinstance(v.type, ir.VectorType):
+                b.store(v, b.gep(base, [idx], inbounds=True))
+            elif along_k:  # consecutive k of one row: one 16-byte store
+                p_ = b.gep(base, [idx], inbounds=True)
+                b.store(v, b.bitcast(p_, v.type.as_pointer(p_.type.addrspace)), align=16)
+            else:  # consecutive rows at one k: one element per row
+                for i in range(v.type.count):
+                    b.store(b.extract_element(v, c32(i)), b.gep(base, [b.add(idx, c32(i * LDW * kpw))], inbounds=True))
 
     def load_both(k0):
         return load_tile(A, BM, c32(M), m0, k0, True), load_tile(B, BN, c32(N), n0, k0, False)
