@@ -113,6 +113,7 @@ MMA_CASES = {
     "conv1x1-batch2": (lambda: _conv_model(32, 40, 8, 1, batch=2), None),
     "conv3x3-s2": (lambda: _conv_model(8, 20, 11, 3, stride=2, pad=1), None),
     "splitk": (lambda: _conv_model(64, 32, 4, 3, pad=1), None),
+    "tap-major-s2-batch2": (lambda: _conv_model(64, 48, 9, 3, stride=2, pad=1, batch=2), None),
     "big-tiles": (lambda: _conv_model(24, 128, 16, 3, pad=1), 1),
     "wide-tiles": (lambda: _conv_model(16, 64, 16, 1, batch=2), 1),
     "mid-tiles": (lambda: _conv_model(16, 64, 8, 1), 1),

@@ -410,6 +410,16 @@ def test_tensor_cores_only_when_asked_or_half():
     assert not any("tensor cores" in s.get("label", "") for s in plan)
 
 
+def test_tap_major_conv_repacks_weights_once():
+    """A 3x3 convolution with 64 input channels on tensor cores reads OHWI weights: the OIHW copy is not stored."""
+    from dsc.pipeline import CompileOptions
+
+    mdl, _ = conv_model(cin=64, cout=32, hw=6, k=3, pad=1)
+    data = dsc.compile(mdl, "sm_90", options=CompileOptions(place=ALL_GPU, precision="fp16", amp_level="O2"))
+    wbytes = manifest(data)["weights"]["bytes"]
+    assert wbytes < 1.2 * 32 * 64 * 9 * 2, wbytes  # the fp16 weights once (plus the bias, alignment)
+
+
 @needs_ptxas
 @pytest.mark.parametrize("sm", ["sm_80", "sm_87", "sm_90"])
 def test_tensor_core_ptx_assembles(sm):

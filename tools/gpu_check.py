@@ -225,6 +225,7 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=0, help="compile worker processes (default: cores / 2, at most 8)")
     ap.add_argument("--precisions", default=",".join(PRECISIONS), help=f"benchmark variants, comma-separated (default {','.join(PRECISIONS)})")
     ap.add_argument("--no-correctness", action="store_true", help="skip the full-size correctness phase (benchmark only)")
+    ap.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (a minute or more per variant)")
     args = ap.parse_args(argv)
     deadline = T0 + args.budget
     os.makedirs(args.out, exist_ok=True)
@@ -409,7 +410,7 @@ def main(argv=None) -> int:
         save()
 
     pool.shutdown(wait=False, cancel_futures=True)
-    for n, b, prec in variants:
+    for n, b, prec in [] if args.no_torch_compile else variants:
         torch_compile(f"{n}_b{b}" + ("" if prec == "fp32" else f"_{prec}"), n, b, prec, 15)
     save()
     log(f"done; results in {args.out}/gpu_results.md")

@@ -60,6 +60,9 @@ from dsc.runtime.errors import DscError
 GPU = "cuda:0"
 MAX_STATIC_SMEM = 48 * 1024
 
+# emitters that repack constant leaves before emission: (name, matches(group), emit, prepare(ctx, group))
+PREPARE = [("conv", gemm.match_conv, gemm.emit_conv, gemm.prepare_conv)]
+
 # fused emitters, tried in order: (name, matches(group), emit(ctx, group))
 FUSED = [
     ("conv", gemm.match_conv, gemm.emit_conv),
@@ -125,6 +128,18 @@ class Group:
     consts: dict  # SSAValue -> np.ndarray
     outputs: dict  # SSAValue -> BufRef (insertion ordered)
     index: dict = field(default_factory=dict)  # SSAValue -> kernel parameter position
+    layout: dict = field(default_factory=dict)  # SSAValue -> how an emitter's `prepare` repacked a constant leaf
+
+
+@dataclass(eq=False)
+class LazyWeight:
+    """A constant only GPU kernels read: it enters the weights blob when a kernel reads it as is,
+    so a constant every reader repacks (`prepare` hooks) is not stored twice."""
+
+    key: str
+    array: np.ndarray
+    dtype: np.dtype
+    shape: tuple
 
 
 class GpuModule:
@@ -176,8 +191,9 @@ class GpuModule:
 class EmitCtx:
     """What an emitter may ask for while emitting one kernel.fused: kernels, launches, scratch."""
 
-    def __init__(self, gm: GpuModule, gpu: GpuTarget, prefix: str, scratch_base: int):
+    def __init__(self, gm: GpuModule, gpu: GpuTarget, prefix: str, scratch_base: int, weights=None):
         self.gm = gm
+        self.weights = weights  # the WeightBlob (constants, and the ones emitters repack)
         self.sms = gpu.sm_count
         self.tf32 = gpu.tf32
         self.prefix = prefix
@@ -203,6 +219,13 @@ class EmitCtx:
         smem = self.gm.build_kernel(name, list(refs), threads, body)
         grid = tuple(int(x) for x in (tuple(grid) + (1, 1, 1))[:3])
         self.launches.append(Launch(name, grid, (int(threads), 1, 1), smem, list(refs), f"{self.prefix}: {label}"))
+
+    def weight(self, array: np.ndarray, key: str) -> BufRef:
+        """A constant in the weights blob (deduplicated by key: the nvptx and emu builds ask alike)."""
+        return BufRef("weight", self.weights.add(array, key), array.dtype, tuple(array.shape))
+
+    def resolve(self, ref):
+        return self.weight(ref.array, ref.key) if isinstance(ref, LazyWeight) else ref
 
     def scratch(self, nbytes: int) -> BufRef:
         off = self.scratch_top
@@ -264,6 +287,11 @@ def emit_gpu_kernel(ctx: EmitCtx, kop: k.FusedOp, ins: list[BufRef], outs: list[
         else:
             outputs[v] = ref
     grp = Group(ops, leaves, consts, outputs)
+    for _name, matches, emit, prepare in PREPARE:
+        if ops and matches(grp):
+            prepare(ctx, grp)  # may replace constant leaves by repacked ones
+            break
+    grp.leaves = leaves = {v: ctx.resolve(r) for v, r in grp.leaves.items()}
     if ops:
         emit_group(ctx, grp)
     for v, ref in copies:
@@ -305,7 +333,10 @@ class HeteroCodegen(Codegen):
             if isinstance(op, g.ConstantOp):
                 self.consts[op.result] = op.array
                 s = sig_of(op.result.type)
-                self.refs[op.result] = BufRef("weight", self.weights.add(op.array, op.blob.key), s.dtype, s.shape)
+                if op.result.uses and all(isinstance(u.operation, k.FusedOp) and (u.operation.device.data or "cpu") != "cpu" for u in op.result.uses):
+                    self.refs[op.result] = LazyWeight(op.blob.key, op.array, s.dtype, s.shape)
+                else:
+                    self.refs[op.result] = BufRef("weight", self.weights.add(op.array, op.blob.key), s.dtype, s.shape)
             elif isinstance(op, g.ReshapeOp):
                 src = self.refs[op.input]
                 s = sig_of(op.result.type)
@@ -405,7 +436,7 @@ class HeteroCodegen(Codegen):
         scratch = 0
         base = _align(self.gpu_arena_planned)
         for n, (kop, ins, outs, consts) in enumerate(self.gpu_kernels):
-            ctx = EmitCtx(gms[n % len(gms)], self.gpu, kop.sym_name.data, base)
+            ctx = EmitCtx(gms[n % len(gms)], self.gpu, kop.sym_name.data, base, self.weights)
             emit_gpu_kernel(ctx, kop, ins, outs, consts, self._weight_ref)
             per_kernel.append(ctx.launches)
             scratch = max(scratch, ctx.scratch_top - base)

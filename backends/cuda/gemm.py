@@ -33,9 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
+from dsc.backends.cpu.codegen import BufRef
 from dsc.backends.cuda.ew import Coords, Leaf, contiguous_strides, eval_ops, is_ew, load_elem, store_elem
 from dsc.backends.cuda.gpubuilder import F32, I32, GpuBuilder, c32, cf
-from dsc.backends.cuda.mma import MMA_CONFIGS, choose_mma_tiling, emit_mma_body, mma_kind, worth_mma
+from dsc.backends.cuda.mma import MMA_CONFIGS, choose_mma_tiling, emit_mma_body, mma_kind, stage_depth, worth_mma
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of
 
@@ -107,6 +108,10 @@ class Operand:
     def addr(self, gb: GpuBuilder, i, j):
         """(element offset, extra validity predicate or None)."""
         raise NotImplementedError
+
+    def stage_addr(self, gb: GpuBuilder, k0, kk, n):
+        """addr(k0 + kk, n) of a B operand, for a k-stage starting at k0 (a multiple of the stage depth)."""
+        return self.addr(gb, gb.b.add(k0, kk), n)
 
     def vectors_ok(self, vec: int, extent: int) -> bool:
         """Whether runs of `vec` elements along the contiguous index, starting at multiples of vec, are
@@ -210,6 +215,59 @@ class Im2colOperand(Operand):
             valid = ok if valid is None else b.and_(valid, ok)
             off = b.add(off, _mul(b, pos, sp[d]))
         return off, valid
+
+
+class TapMajorIm2colOperand(Im2colOperand):
+    """Im2col with k ordered (kernel position, input channel): k = tap * Cg + ci.
+
+    The weights are repacked to match (OIHW -> OHWI, see `prepare_conv`). A
+    k-stage of `stage` values (stage divides Cg) then lies within one kernel
+    position, so the spatial offset and the padding test depend on the output
+    position and the stage only, and each element adds ci * plane.
+    """
+
+    def __init__(self, *args, stage: int, **kw):
+        super().__init__(*args, **kw)
+        self.stage = stage
+
+    def _tap(self, gb, tap, n):
+        """(offset of (n, tap) at channel 0, validity) for output position n and kernel position tap."""
+        b = gb.b
+        nd = len(self.spatial)
+        plane = int(np.prod(self.spatial, dtype=np.int64))
+        opl = int(np.prod(self.out_spatial, dtype=np.int64))
+        bi = b.udiv(n, c32(opl)) if opl > 1 else n
+        p = b.urem(n, c32(opl)) if opl > 1 else c32(0)
+        off = b.add(_mul(b, bi, self.C * plane), self.zbase)
+        sp = contiguous_strides(self.spatial)
+        valid = None
+        for d in range(nd):
+            inner = int(np.prod(self.out_spatial[d + 1 :], dtype=np.int64))
+            o = b.udiv(p, c32(inner)) if inner > 1 else p
+            if d > 0:
+                o = b.urem(o, c32(self.out_spatial[d]))
+            kin = int(np.prod(self.kernel[d + 1 :], dtype=np.int64))
+            kc = b.udiv(tap, c32(kin)) if kin > 1 else tap
+            if d > 0:
+                kc = b.urem(kc, c32(self.kernel[d]))
+            pos = b.add(b.sub(_mul(b, o, self.strides[d]), c32(self.pads[d])), _mul(b, kc, self.dil[d]))
+            ok = b.icmp_unsigned("<", pos, c32(self.spatial[d]))
+            valid = ok if valid is None else b.and_(valid, ok)
+            off = b.add(off, _mul(b, pos, sp[d]))
+        return off, valid
+
+    def addr(self, gb, k, n):
+        b = gb.b
+        plane = int(np.prod(self.spatial, dtype=np.int64))
+        base, valid = self._tap(gb, b.udiv(k, c32(self.cg)), n)
+        return b.add(base, _mul(b, b.urem(k, c32(self.cg)), plane)), valid
+
+    def stage_addr(self, gb, k0, kk, n):
+        b = gb.b
+        plane = int(np.prod(self.spatial, dtype=np.int64))
+        base, valid = self._tap(gb, b.udiv(k0, c32(self.cg)), n)
+        ci = b.add(b.urem(k0, c32(self.cg)), kk)
+        return b.add(base, _mul(b, ci, plane)), valid
 
 
 def _mul(b, v, c: int):
@@ -474,6 +532,41 @@ def match_conv(grp) -> bool:
     return epilogue_ops(grp, conv) is not None
 
 
+def _tap_major_stage(ctx, grp) -> int:
+    """The tensor-core stage depth when this convolution gets its k ordered (kernel position, channel), else 0.
+
+    Pays when a stage of k stays within one kernel position (the channels per
+    group are a multiple of the stage) and there is more than one position;
+    needs constant weights (repacked at compile time).
+    """
+    conv = grp.ops[0]
+    xs, ws = sig_of(conv.input.type), sig_of(conv.weight.type)
+    groups = int(conv.py_attrs()["group"])
+    cout, cg = ws.shape[0], ws.shape[1]
+    ksz = int(np.prod(ws.shape[2:], dtype=np.int64))
+    kind = mma_kind(ws.dtype, xs.dtype, ctx.tf32)
+    if kind is None or ksz == 1 or conv.weight not in grp.consts or (cg == 1 and groups > 1):
+        return 0
+    out = sig_of(conv.result.type).shape
+    N = out[0] * int(np.prod(out[2:], dtype=np.int64))
+    stage = stage_depth(kind)
+    return stage if cg % stage == 0 and worth_mma(cout // groups, N, cg * ksz) else 0
+
+
+def prepare_conv(ctx, grp) -> None:
+    """Repack the weights OIHW -> OHWI for a tap-major convolution (see TapMajorIm2colOperand)."""
+    if _tap_major_stage(ctx, grp):
+        conv = grp.ops[0]
+        w = grp.consts[conv.weight]
+        packed = np.ascontiguousarray(np.moveaxis(w, 1, -1))
+        src = grp.leaves[conv.weight]
+        key = getattr(src, "key", None) or f"weight@{src.index}"  # LazyWeight, or already in the blob
+        ref = ctx.weight(packed, f"{key}.ohwi")
+        s = sig_of(conv.weight.type)
+        grp.leaves[conv.weight] = BufRef(ref.kind, ref.index, s.dtype, tuple(s.shape))  # the logical type, repacked data
+        grp.layout[conv.weight] = "ohwi"
+
+
 def emit_conv(ctx, grp) -> None:
     conv = grp.ops[0]
     rest = epilogue_ops(grp, conv)
@@ -517,10 +610,15 @@ def emit_conv(ctx, grp) -> None:
         _emit_depthwise(ctx, grp, conv, rest, epi_store, coords_of, a)
         return
 
+    tap_major = grp.layout.get(conv.weight) == "ohwi"
+    stage = _tap_major_stage(ctx, grp) if tap_major else 0
+    assert not tap_major or stage, "weights repacked for a tap-major convolution that no longer qualifies"
+
     def operands(gb, ptrs):
         wv = conv.weight
         A = StridedOperand(ptrs[grp.index[wv]], ws.dtype, K, 1, (groups,), (mg * K,))
-        B = Im2colOperand(ptrs[grp.index[conv.input]], xs.dtype, xs.shape, out[2:], ws.shape[2:], strides, pads, dil, cg)
+        args = (ptrs[grp.index[conv.input]], xs.dtype, xs.shape, out[2:], ws.shape[2:], strides, pads, dil, cg)
+        B = TapMajorIm2colOperand(*args, stage=stage) if tap_major else Im2colOperand(*args)
         return A, B
 
     emit_gemm(ctx, "conv", mg, N, K, groups, operands, epi_store, "conv", (ws.dtype, xs.dtype))

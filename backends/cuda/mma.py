@@ -77,6 +77,11 @@ def mma_kind(a_dtype, b_dtype, tf32: bool) -> str | None:
     return None
 
 
+def stage_depth(kind: str) -> int:
+    """k values per shared-memory stage (every config has BKW words)."""
+    return MMA_BIG.BKW * (2 if kind == "f16" else 1)
+
+
 def worth_mma(M: int, N: int, K: int) -> bool:
     """Tensor cores pay once a GEMM fills at least a 16×16 tile and a few k-steps (not for GEMV-like shapes)."""
     return M >= 16 and N >= 16 and K >= 16
@@ -169,7 +174,7 @@ def emit_mma_body(gb: GpuBuilder, cfg: MmaConfig, M: int, N: int, K: int, A, B, 
             r = b.add(r0, rr)
             k = b.add(k0, kk)
             ok = b.and_(b.icmp_signed("<", r, rows_limit), b.icmp_signed("<", k, k_hi))
-            off, valid = op.addr(gb, r, k) if k_major_rows else op.addr(gb, k, r)
+            off, valid = op.addr(gb, r, k) if k_major_rows else op.stage_addr(gb, k0, kk, r)
             if valid is not None:
                 ok = b.and_(ok, valid)
             safe = b.select(ok, off, c32(0))
