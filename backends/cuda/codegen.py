@@ -163,8 +163,11 @@ class GpuModule:
         self.names.add(name)
         return name
 
-    def build_kernel(self, name: str, refs: list[BufRef], threads: int, body) -> int:
-        """Define kernel `name` over buffers `refs`; body(gb, ptrs). Returns its static shared bytes."""
+    def build_kernel(self, name: str, refs: list[BufRef], threads: int, body, min_blocks: int = 0) -> int:
+        """Define kernel `name` over buffers `refs`; body(gb, ptrs). Returns its static shared bytes.
+
+        `min_blocks`: blocks that should fit on one multiprocessor at once (ptxas
+        caps the registers per thread to allow it)."""
         types = [mem_type(r.dtype).as_pointer() for r in refs]
         if self.mode == "emu":
             types.append(I64.as_pointer())
@@ -177,6 +180,9 @@ class GpuModule:
             fn.calling_convention = "ptx_kernel"
             md = self.llmod.add_metadata([fn, ir.MetaDataString(self.llmod, "maxntidx"), ir.Constant(ir.IntType(32), threads)])
             self.llmod.add_named_metadata("nvvm.annotations", md)
+            if min_blocks:
+                md = self.llmod.add_metadata([fn, ir.MetaDataString(self.llmod, "minctasm"), ir.Constant(ir.IntType(32), min_blocks)])
+                self.llmod.add_named_metadata("nvvm.annotations", md)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         gb = GpuBuilder(b, self.llmod, self.mode, fn, fn.args[-1] if self.mode == "emu" else None)
         gb.threads = threads
@@ -214,9 +220,9 @@ class EmitCtx:
             grp.index[v] = slot[key]
         self.refs = refs
 
-    def launch(self, suffix: str, refs: list[BufRef], grid, threads: int, body, label: str, extra_writes=(), extra_reads=()) -> None:
+    def launch(self, suffix: str, refs: list[BufRef], grid, threads: int, body, label: str, extra_writes=(), extra_reads=(), min_blocks: int = 0) -> None:
         name = self.gm.unique(f"{self.prefix}_{suffix}")
-        smem = self.gm.build_kernel(name, list(refs), threads, body)
+        smem = self.gm.build_kernel(name, list(refs), threads, body, min_blocks)
         grid = tuple(int(x) for x in (tuple(grid) + (1, 1, 1))[:3])
         self.launches.append(Launch(name, grid, (int(threads), 1, 1), smem, list(refs), f"{self.prefix}: {label}"))
 

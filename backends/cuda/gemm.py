@@ -436,7 +436,7 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
             A, B = make_operands(gb, ptrs)
             core(gb, cfg, M, N, K, A, B, lambda gb_, z, m, n, acc, s: epi_store(gb_, ptrs, z, m, n, acc), 1, Z)
 
-        ctx.launch(name, ctx.refs, grid, cfg.threads, body, label)
+        ctx.launch(name, ctx.refs, grid, cfg.threads, body, label, min_blocks=getattr(cfg, "min_blocks", 0))
         return
     # split-K: partials [Z][split][M][N] in scratch, then a reduction kernel with the epilogue
     part = ctx.scratch(Z * split * M * N * 4)
@@ -455,7 +455,7 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
 
         core(gb, cfg, M, N, K, A, B, store_part, split, Z)
 
-    ctx.launch(name + "_splitk", refs, grid, cfg.threads, body, label + " (split-K)", extra_writes={pi})
+    ctx.launch(name + "_splitk", refs, grid, cfg.threads, body, label + " (split-K)", extra_writes={pi}, min_blocks=getattr(cfg, "min_blocks", 0))
 
     def reduce_body(gb, ptrs):
         b = gb.b

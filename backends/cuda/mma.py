@@ -42,6 +42,7 @@ class MmaConfig:
     WM: int  # warp tile
     WN: int
     BKW: int = 32  # k words per stage: 64 halves or 32 tf32
+    min_blocks: int = 2  # blocks per multiprocessor to leave registers for (latency hiding across blocks)
 
     @property
     def warps(self) -> int:
@@ -62,8 +63,8 @@ class MmaConfig:
 
 MMA_BIG = MmaConfig(128, 128, 64, 32)  # 8 warps, 64 accumulators each
 MMA_WIDE = MmaConfig(64, 128, 32, 64)  # 4 warps: small M (64-channel layers), wide N
-MMA_MID = MmaConfig(64, 64, 32, 32)  # 4 warps, 32 accumulators each
-MMA_SMALL = MmaConfig(32, 32, 16, 16)  # 4 warps, 8 accumulators each
+MMA_MID = MmaConfig(64, 64, 32, 32, min_blocks=4)  # 4 warps, 32 accumulators each
+MMA_SMALL = MmaConfig(32, 32, 16, 16, min_blocks=4)  # 4 warps, 8 accumulators each
 MMA_CONFIGS = [MMA_BIG, MMA_WIDE, MMA_MID, MMA_SMALL]
 
 
@@ -262,14 +263,31 @@ def emit_mma_body(gb: GpuBuilder, cfg: MmaConfig, M: int, N: int, K: int, A, B, 
                 accs[i][j][q].add_incoming(acc[i][j][q], end)
     b.branch(head)
     b.position_at_end(done)
-    for i in range(MT):
-        for j in range(NT):
-            for q in range(4):
-                m = b.add(m0, b.add(b.mul(wm, c32(WM)), b.add(c32(16 * i + 8 * (q >> 1)), g)))
-                n = b.add(n0, b.add(b.mul(wn, c32(WN)), b.add(c32(8 * j + (q & 1)), b.shl(t, c32(1)))))
-                ok = b.and_(b.icmp_signed("<", m, c32(M)), b.icmp_signed("<", n, c32(N)))
-                with b.if_then(ok):
-                    epi(gb, z, m, n, accs[i][j][q], s)
+
+    def epilogue(checked: bool):
+        # rows and columns once (unchecked, the whole epilogue is one block, so the
+        # epilogue's per-row and per-column values — bias, coordinates — are computed once)
+        ms = [[b.add(m0, b.add(b.mul(wm, c32(WM)), b.add(c32(16 * i + 8 * h), g))) for h in range(2)] for i in range(MT)]
+        ns = [[b.add(n0, b.add(b.mul(wn, c32(WN)), b.add(c32(8 * j + e), b.shl(t, c32(1))))) for e in range(2)] for j in range(NT)]
+        for i in range(MT):
+            for j in range(NT):
+                for q in range(4):
+                    m, n = ms[i][q >> 1], ns[j][q & 1]
+                    if not checked:
+                        epi(gb, z, m, n, accs[i][j][q], s)
+                        continue
+                    with b.if_then(b.and_(b.icmp_signed("<", m, c32(M)), b.icmp_signed("<", n, c32(N)))):
+                        epi(gb, z, m, n, accs[i][j][q], s)
+
+    if M % BM == 0 and N % BN == 0:
+        epilogue(False)
+    else:
+        full = b.and_(b.icmp_signed("<=", b.add(m0, c32(BM)), c32(M)), b.icmp_signed("<=", b.add(n0, c32(BN)), c32(N)))
+        with b.if_else(full) as (whole, edge):
+            with whole:
+                epilogue(False)
+            with edge:
+                epilogue(True)
 
 
 __all__ = ["MmaConfig", "MMA_CONFIGS", "mma_kind", "worth_mma", "choose_mma_tiling", "emit_mma_body"]
