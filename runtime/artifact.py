@@ -26,6 +26,8 @@ import platform
 import zipfile
 from dataclasses import dataclass
 
+import numpy as np
+
 from dsc.runtime.errors import ArtifactError, TargetError
 
 FORMAT = "dsc-artifact"
@@ -36,7 +38,7 @@ FORMAT_VERSION = 2  # the newest this runtime reads: 1 CPU only, 2 adds GPU code
 class Artifact:
     path: str
     manifest: dict
-    weights: bytes
+    weights: bytes | memoryview  # weights.bin, 64-byte aligned in memory (one copy, read straight from the file)
     objects: dict[str, bytes]  # member name -> object code
 
     @property
@@ -48,16 +50,53 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+WEIGHTS_ALIGN = 64  # the weights' base address: their tensors are laid out 64-byte aligned from it
+
+
+def aligned_empty(nbytes: int, align: int = WEIGHTS_ALIGN) -> np.ndarray:
+    """An uninitialized uint8 array of nbytes whose data address is a multiple of align."""
+    raw = np.empty(nbytes + align, np.uint8)
+    skip = -raw.ctypes.data % align
+    return raw[skip : skip + nbytes]
+
+
+def _read_stored(z: zipfile.ZipFile, source, name: str) -> memoryview | None:
+    """A stored (uncompressed) member read straight into a 64-byte aligned buffer, or None.
+
+    One copy of the data in memory: no bytes object from zipfile, no concatenated chunks."""
+    info = z.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        return None
+    n = info.file_size
+    source.seek(info.header_offset)
+    header = source.read(30)
+    if len(header) != 30 or header[:4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"bad local header of {name}")
+    name_len, extra_len = int.from_bytes(header[26:28], "little"), int.from_bytes(header[28:30], "little")
+    source.seek(info.header_offset + 30 + name_len + extra_len)
+    buf = aligned_empty(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = source.readinto(view[got:])
+        if not k:
+            raise zipfile.BadZipFile(f"member {name} is truncated")
+        got += k
+    return view
+
+
 def read_artifact(path_or_bytes) -> Artifact:
     """Read and verify an artifact from a path or from its bytes."""
     if isinstance(path_or_bytes, bytes | bytearray | memoryview):
-        path, source = "<in-memory artifact>", io.BytesIO(bytes(path_or_bytes))
+        path, source = "<in-memory artifact>", io.BytesIO(path_or_bytes)
     else:
         path = source = os.fspath(path_or_bytes)
         if not os.path.exists(path):
             raise ArtifactError(f"{path}: no such file", hint="compile one with `dsc compile model.onnx -o model.dsc`")
+    if isinstance(source, str):
+        source = open(source, "rb")  # noqa: SIM115 (closed below)
     try:
-        with zipfile.ZipFile(source) as z:
+        with source, zipfile.ZipFile(source) as z:
             names = set(z.namelist())
             if "manifest.json" not in names:
                 raise ArtifactError(f"{path}: not a dsc artifact (no manifest.json)", hint="compile the model with `dsc compile model.onnx -o model.dsc`")
@@ -73,7 +112,9 @@ def read_artifact(path_or_bytes) -> Artifact:
             for name, want in manifest["members"].items():
                 if name not in names:
                     raise ArtifactError(f"{path}: member {name} is missing: the file is truncated or was altered", hint="recompile the model")
-                data = z.read(name)
+                data = _read_stored(z, source, name) if name == "weights.bin" else None
+                if data is None:
+                    data = z.read(name)
                 if sha256(data) != want:
                     raise ArtifactError(f"{path}: member {name} does not match its hash: the file was altered or corrupted", hint="recompile the model or copy the file again")
                 members[name] = data
@@ -122,6 +163,36 @@ def host_cpu_features() -> set[str]:
     return have
 
 
+# /proc/cpuinfo "flags" names (Linux on x86-64) -> LLVM's, where they differ
+_CPUINFO_X86 = {"sse4_1": "sse4.1", "sse4_2": "sse4.2", "pclmulqdq": "pclmul", "bmi1": "bmi", "abm": "lzcnt"}
+
+
+def x86_features_from_cpuinfo(text: str) -> set[str]:
+    """The LLVM feature names of a Linux x86-64 /proc/cpuinfo's flags line (the names the manifest uses)."""
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return {_CPUINFO_X86.get(f, f) for f in line.partition(":")[2].split()}
+    return set()
+
+
+def cpuinfo_features() -> set[str]:
+    """The CPU features /proc/cpuinfo lists (LLVM's names), without loading LLVM; empty when it cannot tell.
+
+    The kernel lists a feature only when the CPU has it and the OS enabled it (AVX state
+    saving, for one), so a feature listed here is usable; one not listed may still be."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return set()
+    arch = host_arch()
+    if arch == "x86_64":
+        return x86_features_from_cpuinfo(text)
+    if arch == "aarch64":
+        return arm64_features_from_cpuinfo(text) | {"neon"}
+    return set()
+
+
 _PORTABLE = {"x86_64": "--target x86-64-v3 or --target x86-64", "aarch64": "--target aarch64 (any ARMv8-A CPU)"}
 _ARCH_TARGETS = {"x86_64": "host, x86-64, x86-64-v3 or x86-64-v4", "aarch64": "aarch64, cortex-a78ae or orin-cpu"}
 
@@ -139,7 +210,9 @@ def preflight(art: Artifact) -> None:
             + (f" (targets for {here}: {_ARCH_TARGETS[here]})" if here in _ARCH_TARGETS else ""),
         )
     need = tgt.get("cpu_features", [])
-    if need:
+    # /proc/cpuinfo says yes for the usual features, without loading LLVM (~40 MiB resident);
+    # LLVM's host detection decides anything else
+    if need and not set(need) <= cpuinfo_features():
         have = host_cpu_features()
         missing = [f for f in need if f not in have]
         if missing:

@@ -7,6 +7,10 @@
 Inputs are checked before any native call: names, shapes and dtypes
 (converted when NumPy can cast safely, refused otherwise), made contiguous.
 `run` is safe from several threads at once: each call gets its own arena.
+The weights are the artifact's one aligned copy (read straight from the file);
+an arena, 64-byte aligned, is kept between calls for the next one (a fresh
+arena each call would fault in its pages every time), so memory stays at the
+weights, the code and one arena per concurrent caller.
 
 Artifacts for a CPU+GPU target run through `GpuExecutor`
 (dsc/runtime/cuda_executor.py: pycuda, one device arena, CUDA graphs); their
@@ -17,16 +21,20 @@ gpu_emulation=True; for tests).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from dsc.runtime.artifact import Artifact, preflight, read_artifact
+from dsc.runtime.artifact import Artifact, aligned_empty, preflight, read_artifact
 from dsc.runtime.errors import ShapeError
 
 _ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "float64": "tensor(double)", "int64": "tensor(int64)", "int32": "tensor(int32)", "int8": "tensor(int8)", "uint8": "tensor(uint8)", "bool": "tensor(bool)"}
+
+
+_KEEP_ARENAS = 2  # idle arenas a session keeps (more concurrent callers allocate theirs per call)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,8 @@ class Session:
         self._outputs = _args(self.manifest["outputs"])
         self._weights = np.frombuffer(artifact.weights, dtype=np.uint8) if artifact.weights else np.zeros(64, np.uint8)
         self._arena_bytes = max(int(self.manifest["arena_bytes"]), 64)
+        self._idle_arenas: list[np.ndarray] = []  # arenas of finished calls, for the next ones
+        self._arena_lock = threading.Lock()
         self._gpu = None
         if "gpu" in self.manifest:
             from dsc.runtime.cuda_executor import GpuExecutor
@@ -116,8 +126,11 @@ class Session:
             outs = self._gpu.run(ins)
         else:
             outs = [np.empty(a.shape, a.dtype) for a in self._outputs]
-            arena = np.empty(self._arena_bytes, np.uint8)
-            self._native.run(ins, outs, self._weights, arena)
+            arena = self._take_arena()
+            try:
+                self._native.run(ins, outs, self._weights, arena)
+            finally:
+                self._give_arena(arena)
         for j, src in enumerate(self._sources):
             if src is not None:  # an output that is an input, a weight or another output
                 outs[j][...] = self._buffer(src, ins, outs)
@@ -129,6 +142,17 @@ class Session:
             raise ShapeError(f"unknown output names {bad}", hint=f"the outputs are {list(index)}")
         return [outs[index[n]] for n in output_names]
 
+    def _take_arena(self) -> np.ndarray:
+        with self._arena_lock:
+            if self._idle_arenas:
+                return self._idle_arenas.pop()
+        return aligned_empty(self._arena_bytes)
+
+    def _give_arena(self, arena: np.ndarray) -> None:
+        with self._arena_lock:
+            if len(self._idle_arenas) < _KEEP_ARENAS:
+                self._idle_arenas.append(arena)
+
     def profile(self, input_feed: Mapping[str, object], repeats: int = 10) -> list[tuple[str, float]]:
         """Median seconds per step (needs an artifact compiled with profiling, e.g. `dsc bench --profile`)."""
         off = self.manifest["plan"].get("profile_offset")
@@ -137,7 +161,7 @@ class Session:
         steps = self.manifest["plan"]["steps"]
         ins = self._check(input_feed)
         outs = [np.empty(a.shape, a.dtype) for a in self._outputs]
-        arena = np.empty(self._arena_bytes, np.uint8)
+        arena = aligned_empty(self._arena_bytes)
         ticks, walls = [], []
         for _ in range(repeats):
             t0 = time.perf_counter()
