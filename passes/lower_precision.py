@@ -9,8 +9,12 @@ fold-batchnorm so convolutions carry their folded weights.
 
 Output: float32 ops rewritten to compute in float16, by level:
 
-* O1: conv, matmul and gemm run in float16; everything else stays float32
-  (reductions, softmax, layer norm and all elementwise arithmetic);
+* O1 (autocast): conv, matmul and gemm run in float16; the ops of the O2
+  exception list below stay float32; every other op follows its inputs
+  (float16 when its float inputs are float16 activations or constants, as
+  PyTorch's autocast runs unlisted ops in their inputs' type), so a
+  residual add or an activation between two float16 convolutions adds no
+  casts, while a float32 activation keeps an op in float32;
 * O2: every float op runs in float16 except softmax, log_softmax,
   layer_norm, reduce_*, exp, log, pow, erf, softplus, lrn and batch_norm
   (the ops whose range or accumulated error float16 cannot carry) and
@@ -159,9 +163,13 @@ class PrecisionRewriter:
             # O2 lowers every op anyway (a gather from a constant table included);
             # O1 only continues a float16 region.
             return self.level == "O2" or any(v in self.lowered for v in float_ins)
-        if self.level == "O1":
-            return isinstance(op, REDUCED_O1)
-        return not isinstance(op, FP32_ONLY)
+        if isinstance(op, FP32_ONLY):
+            return False
+        if self.level == "O1" and not isinstance(op, REDUCED_O1):
+            # autocast: continue a float16 region when every float input is float16 or a constant
+            float_ins = [v for v in op.operands if _dtype(v) == F32 or v in self.lowered]
+            return any(v in self.lowered for v in float_ins) and all(v in self.lowered or isinstance(v.owner, g.ConstantOp) for v in float_ins)
+        return True
 
     # -- conversions (memoized: one cast per value and direction)
 

@@ -338,11 +338,22 @@ def test_lower_precision_zoo(name, level):
             assert sig_of(op.result.type).dtype == half, op.name
         if isinstance(op, g.SoftmaxOp | g.LayerNormOp | g.ReduceOp):
             assert sig_of(op.result.type).dtype == np.float32, op.name
-        if level == "O1" and isinstance(op, g.AddOp | g.MulOp | g.SigmoidOp):
-            assert sig_of(op.result.type).dtype == np.float32, op.name
+        if level == "O1" and isinstance(op, g.AddOp | g.MulOp | g.SigmoidOp) and sig_of(op.result.type).dtype == half:
+            # autocast: an unlisted op runs in float16 only when its inputs already are (no cast into it)
+            assert not any(isinstance(v.owner, g.CastOp) for v in op.operands), op.name
         if isinstance(op, g.CastOp):  # no cast of a cast that canonicalization could cancel
             inner = op.input.owner
             assert not (isinstance(inner, g.CastOp) and sig_of(inner.input.type).dtype == half), "uncancelled cast pair"
+
+
+def test_lower_precision_o1_keeps_residual_blocks_in_float16():
+    """O1 follows autocast: the residual add and relu between float16 convolutions stay float16 (no casts around them)."""
+    module, _, _ = zoo_case("resnet18")
+    apply(module, *GRAPH_OPT, LowerPrecisionPass(level="O1"))
+    half = np.dtype(np.float16)
+    adds = [op for op in module.walk() if isinstance(op, g.AddOp)]
+    assert adds and all(sig_of(op.result.type).dtype == half for op in adds)
+    assert counts(module)["graph.cast"] <= 2  # the graph input in, the output back
 
 
 def test_lower_precision_casts_once_per_boundary():

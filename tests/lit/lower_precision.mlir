@@ -3,18 +3,19 @@
 // RUN: %dsc opt %s -p 'lower-precision{precision=bf16 level=O1}' | %filecheck %s --check-prefix=BF16
 
 builtin.module {
-  // At O1 the matmul runs in f16 (weight converted at compile time, the input
-  // cast once), the relu follows it in f16, the add stays f32; the function
-  // keeps its f32 signature.
+  // At O1 (autocast) the matmul runs in f16 (weight converted at compile time,
+  // the input cast once); the relu and the add follow their f16 input (the
+  // bias converted at compile time); one cast back; the function keeps its f32
+  // signature.
   // O1-LABEL: func.func @mlp
   // O1-SAME:      (%x: tensor<2x4xf32>) -> tensor<2x3xf32>
   // O1-DAG:       %[[W:.*]] = graph.constant dense<{{.*}}> : tensor<4x3xf16>
   // O1-DAG:       %[[X:.*]] = graph.cast %x : (tensor<2x4xf32>) -> tensor<2x4xf16>
   // O1:           %[[M:.*]] = graph.matmul %[[X]], %[[W]] : (tensor<2x4xf16>, tensor<4x3xf16>) -> tensor<2x3xf16>
   // O1-NEXT:      %[[R:.*]] = graph.relu %[[M]] : (tensor<2x3xf16>) -> tensor<2x3xf16>
-  // O1-NEXT:      %[[R32:.*]] = graph.cast %[[R]] : (tensor<2x3xf16>) -> tensor<2x3xf32>
-  // O1:           %[[A:.*]] = graph.add %[[R32]], %{{.*}} : (tensor<2x3xf32>, tensor<3xf32>) -> tensor<2x3xf32>
-  // O1-NEXT:      func.return %[[A]] : tensor<2x3xf32>
+  // O1-NEXT:      %[[A:.*]] = graph.add %[[R]], %{{.*}} : (tensor<2x3xf16>, tensor<3xf16>) -> tensor<2x3xf16>
+  // O1-NEXT:      %[[A32:.*]] = graph.cast %[[A]] : (tensor<2x3xf16>) -> tensor<2x3xf32>
+  // O1-NEXT:      func.return %[[A32]] : tensor<2x3xf32>
   //
   // bf16 lowers the same ops; its constants always print as resources.
   // BF16-LABEL: func.func @mlp
@@ -23,8 +24,8 @@ builtin.module {
   // BF16-DAG:       %[[X:.*]] = graph.cast %x : (tensor<2x4xf32>) -> tensor<2x4xbf16>
   // BF16:           %[[M:.*]] = graph.matmul %[[X]], %[[W]] : (tensor<2x4xbf16>, tensor<4x3xbf16>) -> tensor<2x3xbf16>
   // BF16-NEXT:      %[[R:.*]] = graph.relu %[[M]] : (tensor<2x3xbf16>) -> tensor<2x3xbf16>
-  // BF16-NEXT:      %[[R32:.*]] = graph.cast %[[R]] : (tensor<2x3xbf16>) -> tensor<2x3xf32>
-  // BF16:           graph.add %[[R32]], %{{.*}} : (tensor<2x3xf32>, tensor<3xf32>) -> tensor<2x3xf32>
+  // BF16-NEXT:      %[[A:.*]] = graph.add %[[R]], %{{.*}} : (tensor<2x3xbf16>, tensor<3xbf16>) -> tensor<2x3xbf16>
+  // BF16-NEXT:      graph.cast %[[A]] : (tensor<2x3xbf16>) -> tensor<2x3xf32>
   //
   // At O2 the add runs in f16 too; one cast in, one cast out.
   // O2-LABEL: func.func @mlp
@@ -42,6 +43,12 @@ builtin.module {
     func.return %a : tensor<2x3xf32>
   }
 
+  // At O1 nothing here is a conv or matmul and the first mul reads a float32
+  // activation (the graph input): everything stays f32, no casts.
+  // O1-LABEL: func.func @softmax
+  // O1-NOT:       f16
+  // O1:           func.return
+  //
   // Softmax and exp stay f32 at O2; the f16 regions around them are cast at the boundaries.
   // O2-LABEL: func.func @softmax
   // O2:           %[[N:.*]] = graph.neg %{{.*}} : (tensor<2x2xf16>) -> tensor<2x2xf16>
