@@ -6,12 +6,16 @@ The runtime starts N-1 threads that each call `dsc_worker(ctl, tid)` once
 publishes the job in `ctl`, bumps the generation the workers wait on, runs
 thread 0's share of `dsc_run` itself and waits until every worker is done.
 Waiting spins with a pause hint, then yields the CPU (`sched_yield`), then
-sleeps (`usleep`), so idle workers cost nothing and a busy machine is not
-starved by spinners.
+sleeps, so idle workers cost nothing and a busy machine is not starved by
+spinners. A worker idle between inferences sleeps on a futex (Linux) on the
+generation word and `dsc_dispatch` wakes it in one system call (waking from
+a polling sleep would add up to its period to every inference that follows
+a pause); a wait inside an inference sleeps in short `usleep`s.
 
 ctl (i64 words): 0 generation, 1 stop, 2 inputs, 3 outputs, 4 weights,
 5 arena, 6 nthreads, 7 barrier, 8 entry (dsc_run, or a CPU segment of a
-CPU+GPU artifact: any function of dsc_run's type), 16 finished workers.
+CPU+GPU artifact: any function of dsc_run's type), 16 finished workers,
+17 workers asleep on the generation futex.
 """
 
 from __future__ import annotations
@@ -26,6 +30,23 @@ YIELD = 20000  # yields before sleeping, inside an inference (a few ms: the part
 IDLE_YIELD = 200  # yields of an idle worker before it sleeps
 SLEEP_US = 50
 CTL_WORDS = 24
+SLEEPERS = 17  # ctl word: workers asleep on the generation futex
+SYS_FUTEX = {"x86_64": 202, "aarch64": 98}
+FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
+
+
+def _futex(module: ir.Module, b: ir.IRBuilder, arch: str, word, op: int, val):
+    """syscall(SYS_futex, word, op, val, NULL): wait while the 32-bit *word == val, or wake val waiters."""
+    syscall = module.globals.get("syscall") or ir.Function(module, ir.FunctionType(I64, [I64], var_arg=True), "syscall")
+    nr = SYS_FUTEX["aarch64" if arch.startswith(("aarch64", "arm64")) else "x86_64"]
+    b.call(syscall, [const_i64(nr), b.bitcast(word, I8P), const_i64(op), val, ir.Constant(I8P, None)])
+
+
+def emit_futex_wake(module: ir.Module, b: ir.IRBuilder, arch: str, ctl) -> None:
+    """After bumping the generation (seq_cst): wake the workers asleep on it, if any."""
+    asleep = b.load_atomic(b.gep(ctl, [const_i64(SLEEPERS)], inbounds=True), "seq_cst", 8)
+    with b.if_then(b.icmp_signed(">", asleep, const_i64(0)), likely=False):
+        _futex(module, b, arch, b.gep(ctl, [const_i64(0)], inbounds=True), FUTEX_WAKE_PRIVATE, const_i64(2**31 - 1))
 
 
 def _relax(module: ir.Module, b: ir.IRBuilder, arch: str) -> None:
@@ -76,7 +97,16 @@ def emit_wait(module: ir.Module, arch: str, idle: bool = False) -> ir.Function:
     b.call(sched_yield, [])
     b.branch(nxt)
     b.position_at_end(sleep_b)
-    b.call(usleep, [ir.Constant(I32, SLEEP_US)])
+    if idle:
+        # p is ctl's generation word: register as a sleeper, re-check, sleep until dsc_dispatch wakes us
+        sleepers = b.gep(p, [const_i64(SLEEPERS)], inbounds=True)
+        b.atomic_rmw("add", sleepers, const_i64(1), "seq_cst")
+        still = b.icmp_signed("==", b.load_atomic(p, "seq_cst", 8), v)
+        with b.if_then(still):
+            _futex(module, b, arch, p, FUTEX_WAIT_PRIVATE, b.and_(v, const_i64(0xFFFFFFFF)))
+        b.atomic_rmw("sub", sleepers, const_i64(1), "seq_cst")
+    else:
+        b.call(usleep, [ir.Constant(I32, SLEEP_US)])
     b.branch(nxt)
     b.position_at_end(nxt)
     n.add_incoming(b.add(n, const_i64(1)), nxt)
@@ -142,7 +172,8 @@ def emit_workers(module: ir.Module, run: ir.Function, arch: str) -> None:
         b.store(nthreads if v is None else b.ptrtoint(v, I64), word(b, ctl, i))
     job = b.bitcast(entry_p, run.type)
     b.store_atomic(const_i64(0), word(b, ctl, 16), "release", 8)
-    b.atomic_rmw("add", word(b, ctl, 0), const_i64(1), "acq_rel")  # release the job to the workers
+    b.atomic_rmw("add", word(b, ctl, 0), const_i64(1), "seq_cst")  # release the job to the workers
+    emit_futex_wake(module, b, arch, ctl)
     b.call(job, [ins, outs, weights, arena, const_i64(0), nthreads, barrier])
     # wait for the nthreads-1 workers: spin on the finished count
     expect = b.sub(nthreads, const_i64(1))
@@ -164,7 +195,8 @@ def emit_workers(module: ir.Module, run: ir.Function, arch: str) -> None:
     (ctl,) = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     b.store_atomic(const_i64(1), word(b, ctl, 1), "release", 8)
-    b.atomic_rmw("add", word(b, ctl, 0), const_i64(1), "acq_rel")
+    b.atomic_rmw("add", word(b, ctl, 0), const_i64(1), "seq_cst")
+    emit_futex_wake(module, b, arch, ctl)
     b.ret_void()
 
 
