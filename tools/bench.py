@@ -14,7 +14,7 @@ Memory (on by default, --no-memory skips it): each runtime's peak resident set
 (VmHWM in /proc/self/status) in a fresh process of its own that imports the
 runtime, loads the model (dsc: the compiled .dsc file, so compiling does not
 count; onnxruntime: an InferenceSession with the settings above) and runs it
-10 times. "dsc MiB"/"ort MiB" are those peaks; the "+model" columns subtract
+10 times. "dsc MiB"/"ort MiB" are those peaks; the "own" columns subtract
 the process's resident set after `import numpy` and the runtime, before the
 model loads (the interpreter and the runtime's own code). About 0.5-8 s per
 model and batch (two interpreter starts; 10 runs each, or at least 3 within ~3 s).
@@ -195,20 +195,24 @@ def profile_one(model, name: str, threads: int, top: int = 15) -> str:
     return "\n".join(lines)
 
 
+def format_row(r: dict, memory: bool) -> str:
+    line = f"{r['model']:<22} {r['dsc_ms']:>9.3f} {r['ort_ms']:>9.3f} {r['ratio']:>8.2f} {r['gflops']:>8.1f} {r['compile_s']:>10.2f} {r['max_err']:>10.2e}"
+    if memory:
+        nan = float("nan")
+        d, o = r.get("dsc_mib", nan), r.get("ort_mib", nan)
+        line += f" {d:>8.1f} {o:>8.1f} {d / o:>8.2f} {d - r.get('dsc_base_mib', nan):>8.1f} {o - r.get('ort_base_mib', nan):>8.1f}"
+    return line
+
+
 def format_table(rows: list[dict], threads: int) -> str:
     memory = any("dsc_mib" in r for r in rows)
     head = f"{'model':<22} {'dsc ms':>9} {'ort ms':>9} {'dsc/ort':>8} {'GFLOP/s':>8} {'compile s':>10} {'max |err|':>10}"
     lines = [f"threads {threads}, medians of interleaved runs (dsc, onnxruntime, dsc, ...)"]
     if memory:
-        lines[0] += "; peak RSS (VmHWM) in MiB, each runtime in a fresh process, +model: above its import baseline"
-        head += f" {'dsc MiB':>8} {'ort MiB':>8} {'dsc/ort':>8} {'+model':>7} {'+model':>7}"
+        lines[0] += "; peak RSS (VmHWM) in MiB, each runtime in a fresh process; own: above its import baseline"
+        head += f" {'dsc MiB':>8} {'ort MiB':>8} {'dsc/ort':>8} {'dsc own':>8} {'ort own':>8}"
     lines.append(head)
-    for r in rows:
-        line = f"{r['model']:<22} {r['dsc_ms']:>9.3f} {r['ort_ms']:>9.3f} {r['ratio']:>8.2f} {r['gflops']:>8.1f} {r['compile_s']:>10.2f} {r['max_err']:>10.2e}"
-        if memory:
-            d, o = r.get("dsc_mib", float("nan")), r.get("ort_mib", float("nan"))
-            line += f" {d:>8.1f} {o:>8.1f} {d / o:>8.2f} {d - r.get('dsc_base_mib', float('nan')):>7.1f} {o - r.get('ort_base_mib', float('nan')):>7.1f}"
-        lines.append(line)
+    lines += [format_row(r, memory) for r in rows]
     if memory and rows:
         r = rows[0]
         lines.append(f"import baselines: dsc.runtime {r.get('dsc_base_mib', float('nan')):.1f} MiB, onnxruntime {r.get('ort_base_mib', float('nan')):.1f} MiB (python + numpy + the runtime, inputs loaded)")
@@ -247,7 +251,7 @@ def main(argv=None) -> int:
                 for name in args.models.split(","):
                     model = zoo.build(name, batch=b)
                     rows.append(bench_one(model, f"{name} b{b}", args.threads, args.rounds, compare=args.compare != "none", memory=args.memory))
-                    print(format_table(rows[-1:], args.threads).split("\n")[-1], file=sys.stderr, flush=True)
+                    print(format_row(rows[-1], args.memory), file=sys.stderr, flush=True)
     except DscError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
