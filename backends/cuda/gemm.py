@@ -36,7 +36,7 @@ from llvmlite import ir
 from dsc.backends.cpu.codegen import BufRef
 from dsc.backends.cuda.ew import Coords, Leaf, contiguous_strides, eval_ops, is_ew, load_elem, store_elem
 from dsc.backends.cuda.gpubuilder import F32, I32, GpuBuilder, c32, cf
-from dsc.backends.cuda.mma import MMA_CONFIGS, choose_mma_tiling, emit_mma_body, mma_kind, stage_depth, worth_mma
+from dsc.backends.cuda.mma import MMA_CONFIGS, block_tile, choose_mma_tiling, emit_mma_body, mma_kind, stage_depth, worth_mma
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of
 
@@ -287,28 +287,11 @@ def emit_gemm_body(gb: GpuBuilder, cfg: TileConfig, M: int, N: int, K: int, A: O
     T = cfg.threads
     BM, BN, BK, TM, TN = cfg.BM, cfg.BN, cfg.BK, cfg.TM, cfg.TN
     tid = gb.tid()
-    n0 = b.mul(gb.ctaid("x"), c32(BN))
-    m0 = b.mul(gb.ctaid("y"), c32(BM))
-    zz = gb.ctaid("z")
-    if split > 1:
-        z = b.udiv(zz, c32(split))
-        s = b.urem(zz, c32(split))
-    else:
-        z, s = zz, None
-    A.setup(gb, z)
-    B.setup(gb, z)
+    m0, n0, z, s, k_lo, k_hi = block_tile(gb, BM, BN, BK, K, split, A, B)
     As = gb.shared(F32, BK * cfg.lda, "As")
     Bs = gb.shared(F32, BK * cfg.ldb, "Bs")
     tx = b.urem(tid, c32(BN // TN))
     ty = b.udiv(tid, c32(BN // TN))
-    kc = -(-K // split) if split > 1 else K
-    kc = -(-kc // BK) * BK if split > 1 else kc
-    if split > 1:
-        k_lo = b.mul(s, c32(kc))
-        k_hi_raw = b.add(k_lo, c32(kc))
-        k_hi = b.select(b.icmp_unsigned("<", k_hi_raw, c32(K)), k_hi_raw, c32(K))
-    else:
-        k_lo, k_hi = c32(0), c32(K)
 
     fn = b.function
     pre = b.block

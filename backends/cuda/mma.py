@@ -106,6 +106,29 @@ def choose_mma_tiling(M: int, N: int, K: int, Z: int, sms: int) -> tuple[MmaConf
     return MMA_SMALL, split
 
 
+def block_tile(gb: GpuBuilder, BM: int, BN: int, BK: int, K: int, split: int, A, B):
+    """Where this block works: (m0, n0, z, split index or None, k_lo, k_hi); sets the operands up for batch z.
+
+    Grid (ceil(N/BN), ceil(M/BM), Z*split); with split-K, split s covers a
+    whole number of BK-deep stages of K."""
+    b = gb.b
+    n0 = b.mul(gb.ctaid("x"), c32(BN))
+    m0 = b.mul(gb.ctaid("y"), c32(BM))
+    zz = gb.ctaid("z")
+    if split > 1:
+        z, s = b.udiv(zz, c32(split)), b.urem(zz, c32(split))
+        kc = -(-K // split)
+        kc = -(-kc // BK) * BK
+        k_lo = b.mul(s, c32(kc))
+        k_hi_raw = b.add(k_lo, c32(kc))
+        k_hi = b.select(b.icmp_unsigned("<", k_hi_raw, c32(K)), k_hi_raw, c32(K))
+    else:
+        z, s, k_lo, k_hi = zz, None, c32(0), c32(K)
+    A.setup(gb, z)
+    B.setup(gb, z)
+    return m0, n0, z, s, k_lo, k_hi
+
+
 def emit_mma_body(gb: GpuBuilder, cfg: MmaConfig, M: int, N: int, K: int, A, B, epi, split: int, nz: int, kind: str):
     """The body of a tensor-core GEMM kernel; grid = (ceil(N/BN), ceil(M/BM), nz*split), cfg.threads threads."""
     b = gb.b
@@ -122,26 +145,9 @@ def emit_mma_body(gb: GpuBuilder, cfg: MmaConfig, M: int, N: int, K: int, A, B, 
     wn = b.urem(warp, c32(wcols))
     g = b.lshr(lane, c32(2))
     t = b.and_(lane, c32(3))
-    n0 = b.mul(gb.ctaid("x"), c32(BN))
-    m0 = b.mul(gb.ctaid("y"), c32(BM))
-    zz = gb.ctaid("z")
-    if split > 1:
-        z = b.udiv(zz, c32(split))
-        s = b.urem(zz, c32(split))
-    else:
-        z, s = zz, None
-    A.setup(gb, z)
-    B.setup(gb, z)
+    m0, n0, z, s, k_lo, k_hi = block_tile(gb, BM, BN, BK, K, split, A, B)
     As = gb.shared(I32, BM * LDW, "As")
     Bs = gb.shared(I32, BN * LDW, "Bs")
-    if split > 1:
-        kc = -(-K // split)
-        kc = -(-kc // BK) * BK  # each split a whole number of stages
-        k_lo = b.mul(s, c32(kc))
-        k_hi_raw = b.add(k_lo, c32(kc))
-        k_hi = b.select(b.icmp_unsigned("<", k_hi_raw, c32(K)), k_hi_raw, c32(K))
-    else:
-        k_lo, k_hi = c32(0), c32(K)
 
     def element(v):
         """A loaded element (f32 register) in its shared-memory form: half, or tf32 bits."""
