@@ -173,11 +173,21 @@ def emit_mma_body(gb: GpuBuilder, cfg: MmaConfig, M: int, N: int, K: int, A, B, 
         out = []
         per = rows * BK // (T * vec)
         runs = (BK if k_contig else rows) // vec  # pieces along the contiguous index
+        pairs = vec > 1 and not k_contig and runs % 2 == 0
         for e in range(per):
             idx = b.add(tid, c32(e * T))
-            q, p = b.urem(idx, c32(runs)), b.udiv(idx, c32(runs))
-            q = b.mul(q, c32(vec)) if vec > 1 else q
-            kk, rr = (q, p) if k_contig else (p, q)
+            if pairs:
+                # vectors along rows (B along n): lane bit 0 picks one of two neighbouring vectors (one
+                # 32-byte sector of global memory), the next lane bits walk k. Each vector is stored
+                # as a column of the [row][k] tile; rows 8 apart fall in the same bank, so lanes walking
+                # rows would collide 16 ways, lanes walking k only 2 ways.
+                lo, rest = b.and_(idx, c32(1)), b.lshr(idx, c32(1))
+                kk = b.urem(rest, c32(BK))
+                rr = b.mul(b.add(b.shl(b.udiv(rest, c32(BK)), c32(1)), lo), c32(vec))
+            else:
+                q, p = b.urem(idx, c32(runs)), b.udiv(idx, c32(runs))
+                q = b.mul(q, c32(vec)) if vec > 1 else q
+                kk, rr = (q, p) if k_contig else (p, q)
             r = b.add(r0, rr)
             k = b.add(k0, kk)
             ok = b.and_(b.icmp_signed("<", r, rows_limit), b.icmp_signed("<", k, k_hi))
