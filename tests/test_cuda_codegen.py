@@ -420,6 +420,23 @@ def test_tap_major_conv_repacks_weights_once():
     assert wbytes < 1.2 * 32 * 64 * 9 * 2, wbytes  # the fp16 weights once (plus the bias, alignment)
 
 
+def test_cli_tf32_and_fp16_flags(tmp_path):
+    """`dsc compile --target sm_90 --tf32` / `--precision fp16`: recorded in the manifest, tensor-core launches in the plan."""
+    import onnx
+
+    from dsc.tools.cli import main
+
+    mdl, _ = conv_model(cin=16, cout=24, hw=9, k=3, pad=1)
+    path = tmp_path / "m.onnx"
+    onnx.save(mdl, str(path))
+    for flags, kind in ((["--tf32"], "tf32"), (["--precision", "fp16"], "f16")):
+        out = tmp_path / f"m_{kind}.dsc"
+        assert main(["compile", str(path), "--target", "sm_90", "--place", "*=gpu", *flags, "-o", str(out)]) == 0
+        man = manifest(out.read_bytes())
+        assert man["options"].get("tf32", False) == (kind == "tf32")
+        assert any(f"({kind} tensor cores)" in s.get("label", "") for s in man["plan"]["schedule"])
+
+
 @needs_ptxas
 @pytest.mark.parametrize("sm", ["sm_80", "sm_87", "sm_90"])
 def test_tensor_core_ptx_assembles(sm):
