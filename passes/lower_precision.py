@@ -45,8 +45,9 @@ Guarantees: graph inputs and outputs keep their types (the outputs are
 cast back to float32); float16 convolutions and matmuls accumulate in
 float32 in the reference kernels (only their results round to float16);
 the reference evaluator computes every bfloat16 op in float32 and rounds its
-result to bfloat16. No backend generates bfloat16 code yet (the CPU backend
-refuses bfloat16 tensors with a DscError).
+result to bfloat16. The CUDA backend runs bfloat16 (i16 in memory, f32 in
+registers, tensor cores m16n8k16 for GEMMs and convolutions); the CPU
+backend refuses bfloat16 tensors with a DscError.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ MMA_CASES = {
 
 
 def check_mma(name: str, kind: str, device="emulate", monkeypatch=None) -> str:
-    """Compile MMA_CASES[name] with tensor cores of `kind` ("tf32" or "f16") and check it; returns the GEMM's launch label.
+    """Compile MMA_CASES[name] with tensor cores of `kind` ("tf32", "f16" or "bf16") and check it; returns the GEMM's launch label.
 
     The reference is onnxruntime on the model with its input and weights
     rounded to the MMA's input type, so only the accumulation order (and, for
@@ -133,9 +133,16 @@ def check_mma(name: str, kind: str, device="emulate", monkeypatch=None) -> str:
         from dsc.backends.cuda import target
 
         monkeypatch.setitem(target.SM_COUNT, "sm_90", sms)
-    options = CompileOptions(place=ALL_GPU, tf32=kind == "tf32", precision="fp16" if kind == "f16" else "fp32")
+    precision = {"f16": "fp16", "bf16": "bf16"}.get(kind, "fp32")
+    options = CompileOptions(place=ALL_GPU, tf32=kind == "tf32", precision=precision)
     data = dsc.compile(m, "sm_90", options=options, gpu_emulation=device == "emulate")
-    rnd = round_tf32 if kind == "tf32" else (lambda a: a.astype(np.float16).astype(np.float32))
+    if kind == "tf32":
+        rnd = round_tf32
+    else:
+        import ml_dtypes
+
+        low = np.float16 if kind == "f16" else ml_dtypes.bfloat16
+        rnd = lambda a: np.asarray(a, np.float32).astype(low).astype(np.float32)  # noqa: E731
     ref_model = onnx.ModelProto()
     ref_model.CopyFrom(m)
     for init in ref_model.graph.initializer:
@@ -143,7 +150,7 @@ def check_mma(name: str, kind: str, device="emulate", monkeypatch=None) -> str:
             init.CopyFrom(numpy_helper.from_array(rnd(numpy_helper.to_array(init)), init.name))
     want = ort(ref_model, {k: rnd(v) for k, v in feeds.items()})[0]
     got = dsc.runtime.load(data, gpu=device).run(None, feeds)[0]
-    tol = 2e-3 if kind == "f16" else 1e-4
+    tol = {"f16": 2e-3, "bf16": 1e-2}.get(kind, 1e-4)  # the result rounds to f16 (2^-11) / bf16 (2^-8)
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, float(np.abs(want).max())))
     import io
     import json

@@ -101,7 +101,7 @@ def test_preflight_refuses_a_newer_sm(tmp_path):
         dsc.runtime.load(str(tmp_path / "new.dsc"))
 
 
-@pytest.mark.parametrize("kind", ["tf32", "f16"])
+@pytest.mark.parametrize("kind", ["tf32", "f16", "bf16"])
 @pytest.mark.parametrize("name", MMA_CASES)
 def test_tensor_core_gemm_on_gpu(name, kind, monkeypatch):
     labels = check_mma(name, kind, device=None, monkeypatch=monkeypatch)

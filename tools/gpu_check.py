@@ -37,7 +37,7 @@ T0 = time.time()
 FULL = ["resnet18", "resnet50", "mobilenetv2", "efficientnet_b0", "bert_base"]
 BENCH = ["resnet50", "mobilenetv2"]
 BATCHES = [1, 32]
-PRECISIONS = ["fp32", "fp16", "tf32"]  # benchmark variants; fp32 means TF32 off on both sides
+PRECISIONS = ["fp32", "fp16", "tf32"]  # benchmark variants (also: bf16); fp32 means TF32 off on both sides
 
 
 def log(msg: str) -> None:
@@ -57,7 +57,7 @@ def compile_job(name: str, batch: int, target: str, path: str, precision: str = 
 
         mdl = zoo.build(name, batch=batch)
         # fp16: every op but the range-sensitive ones in float16 (O2), as PyTorch's .half() model is
-        opts = CompileOptions(tf32=True) if precision == "tf32" else CompileOptions(precision=precision, amp_level="O2" if precision == "fp16" else "O1")
+        opts = CompileOptions(tf32=True) if precision == "tf32" else CompileOptions(precision=precision, amp_level="O1" if precision == "fp32" else "O2")
         data = dsc.compile(mdl, target, options=opts)
         with open(path, "wb") as f:
             f.write(data)
@@ -93,14 +93,14 @@ def torch_models():
 def torch_bench(name: str, batch: int, modes=("eager", "cuda_graph"), precision: str = "fp32") -> dict:
     import torch
 
-    half = precision == "fp16"
+    half = {"fp16": "half", "bf16": "bfloat16"}.get(precision)
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.benchmark = True
     m = torch_models()[name]().cuda().eval()
     x = torch.randn(batch, 3, 224, 224, device="cuda")
     if half:
-        m, x = m.half(), x.half()
+        m, x = getattr(m, half)(), getattr(x, half)()
     out = {}
     sync = torch.cuda.synchronize
     with torch.no_grad():
@@ -441,7 +441,7 @@ def report(r: dict) -> str:
 
     for key, b in r.get("bench", {}).items():
         n, bs = key.rsplit("_b", 1)
-        for prec in ("fp16", "tf32"):
+        for prec in ("fp16", "bf16", "tf32"):
             if bs.endswith("_" + prec):
                 bs = bs[: -len(prec) - 1] + " " + prec
         d, t = b.get("dsc", {}), b.get("torch", {})

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from dsc.backends.cuda.ew import F16, Coords, Leaf, contiguous_strides, eval_ops, is_ew, load_elem, reg_type, store_elem
+from dsc.backends.cuda.ew import F16, Coords, Leaf, contiguous_strides, eval_ops, is_ew, is_float, load_elem, reg_type, store_elem
 from dsc.backends.cuda.gpubuilder import F32, I32, GpuBuilder, c32, cf
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of
@@ -97,7 +97,7 @@ def emit_pool(ctx, grp) -> None:
     spatial = xs.shape[2:]
     plane = int(np.prod(spatial, dtype=np.int64))
     sp = contiguous_strides(spatial)
-    fl = xs.dtype.kind == "f"
+    fl = is_float(xs.dtype)
     if total == 0:
         return
 

@@ -11,7 +11,8 @@ position: operands come from registers (`env`), from memory (`Leaf`, read at
 the broadcast offset), or are scalar constants (literals). The scalar IR of
 each op is the CPU backend's `compute()`: the same code on both back ends.
 Values are f32 in registers for f16/f32 tensors (f16 is widened on load and
-narrowed on store), so every op computes in f32.
+narrowed on store), so every op computes in f32; bfloat16 likewise (i16 in
+memory: the high half of an f32, rounded to nearest even on store).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from llvmlite import ir
 from dsc.backends.cpu.emit_elementwise import ELEMENTWISE, broadcast_strides, compute
 from dsc.backends.cuda.gpubuilder import F32, I1, I8, I32, GpuBuilder, c32
 from dsc.dialects import graph as g
-from dsc.dialects.tensor_types import sig_of
+from dsc.dialects.tensor_types import BFLOAT16, sig_of
 from dsc.runtime.errors import DscError
 
 F16 = ir.HalfType()
@@ -43,7 +44,32 @@ _MEM_TYPES = {
     np.dtype(np.uint16): ir.IntType(16),
     np.dtype(np.uint8): I8,
     np.dtype(np.bool_): I8,
+    BFLOAT16: ir.IntType(16),
 }
+I16 = ir.IntType(16)
+
+
+def is_float(dtype) -> bool:
+    """float16/32/64 and bfloat16 (whose NumPy kind is 'V')."""
+    dt = np.dtype(dtype)
+    return dt.kind == "f" or dt == BFLOAT16
+
+
+def bf16_to_f32(gb: GpuBuilder, bits):
+    """bfloat16 bits (i16) -> f32: the high half of an f32."""
+    b = gb.b
+    return b.bitcast(b.shl(b.zext(bits, I32), ir.Constant(I32, 16)), F32)
+
+
+def f32_to_bf16(gb: GpuBuilder, v):
+    """f32 -> bfloat16 bits (i16), rounded to nearest even; NaN stays a (quiet) NaN."""
+    b = gb.b
+    x = b.bitcast(v, I32)
+    lsb = b.and_(b.lshr(x, ir.Constant(I32, 16)), ir.Constant(I32, 1))
+    r = b.lshr(b.add(x, b.add(ir.Constant(I32, 0x7FFF), lsb)), ir.Constant(I32, 16))
+    nan = b.fcmp_unordered("uno", v, v)
+    q = b.or_(b.lshr(x, ir.Constant(I32, 16)), ir.Constant(I32, 0x40))
+    return b.trunc(b.select(nan, q, r), I16)
 
 # Ops the evaluator handles: the CPU's elementwise set plus batch_norm.
 EW_OPS = ELEMENTWISE + (g.BatchNormOp,)
@@ -59,7 +85,7 @@ def mem_type(dtype) -> ir.Type:
 def reg_type(dtype) -> ir.Type:
     """The register type of an element: f32 for f16/f32, i1 for bool, else the memory type."""
     dt = np.dtype(dtype)
-    if dt == np.float16:
+    if dt == np.float16 or dt == BFLOAT16:
         return F32
     if dt == np.bool_:
         return I1
@@ -72,6 +98,8 @@ def load_elem(gb: GpuBuilder, ptr, off, dtype):
     dt = np.dtype(dtype)
     if dt == np.float16:
         return b.fpext(v, F32)
+    if dt == BFLOAT16:
+        return bf16_to_f32(gb, v)
     if dt == np.bool_:
         return b.icmp_unsigned("!=", v, ir.Constant(I8, 0))
     return v
@@ -82,6 +110,8 @@ def store_elem(gb: GpuBuilder, v, ptr, off, dtype):
     dt = np.dtype(dtype)
     if dt == np.float16:
         v = b.fptrunc(v, F16) if v.type != F16 else v
+    elif dt == BFLOAT16:
+        v = f32_to_bf16(gb, v)
     elif dt == np.bool_:
         v = b.zext(v, I8) if v.type == I1 else v
     b.store(v, b.gep(ptr, [off], inbounds=True))
@@ -93,7 +123,7 @@ def const_value(arr: np.ndarray):
     t = reg_type(arr.dtype)
     if arr.dtype == np.bool_:
         return ir.Constant(I1, int(bool(x)))
-    if arr.dtype.kind == "f":
+    if is_float(arr.dtype):
         return ir.Constant(t, float(x))
     return ir.Constant(t, int(x))
 
@@ -200,9 +230,9 @@ def gpu_cast(gb: GpuBuilder, x, src: np.dtype, dst: np.dtype):
     if dst == np.bool_:
         if x.type == I1:
             return x
-        return b.fcmp_unordered("!=", x, ir.Constant(x.type, 0.0)) if src.kind == "f" else b.icmp_signed("!=", x, ir.Constant(x.type, 0))
-    if dst.kind == "f":
-        if src.kind == "f":
+        return b.fcmp_unordered("!=", x, ir.Constant(x.type, 0.0)) if is_float(src) else b.icmp_signed("!=", x, ir.Constant(x.type, 0))
+    if is_float(dst):
+        if is_float(src):
             y = x
             if x.type != rt:
                 y = b.fpext(x, rt) if _fbits(rt) > _fbits(x.type) else b.fptrunc(x, rt)
@@ -212,9 +242,11 @@ def gpu_cast(gb: GpuBuilder, x, src: np.dtype, dst: np.dtype):
             y = b.sitofp(x, rt)
         if dst == np.float16:
             y = b.fpext(b.fptrunc(y, F16), F32)
+        elif dst == BFLOAT16:
+            y = bf16_to_f32(gb, f32_to_bf16(gb, y))
         return y
     # to an integer
-    if src.kind == "f":
+    if is_float(src):
         return b.fptoui(x, rt) if dst.kind == "u" else b.fptosi(x, rt)
     if x.type.width == rt.width:
         return x

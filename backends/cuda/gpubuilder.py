@@ -183,7 +183,7 @@ class GpuBuilder(KernelBuilder):
     def mma(self, kind: str, a: list, b: list, c: list) -> list:
         """One warp-wide tensor-core MMA, D = A·B + C, f32 accumulators; every lane of the warp must call.
 
-        kind "f16": m16n8k16 with f16 inputs; "tf32": m16n8k8 with tf32 inputs.
+        kind "f16" / "bf16": m16n8k16 with f16 / bf16 inputs; "tf32": m16n8k8 with tf32 inputs.
         Operands are 32-bit registers (`a`: 4, `b`: 2, each a pair of halves
         for f16, one tf32 for tf32) in PTX's fragment layout, which in words
         of k is the same for both kinds (g = lane / 4, t = lane % 4):
@@ -191,7 +191,7 @@ class GpuBuilder(KernelBuilder):
         c and the result = [C(g, 2t), C(g, 2t+1), C(g+8, 2t), C(g+8, 2t+1)].
         """
         if self.mode == "nvptx":
-            shape, ab = {"f16": ("m16n8k16", "f16.f16"), "tf32": ("m16n8k8", "tf32.tf32")}[kind]
+            shape, ab = {"f16": ("m16n8k16", "f16.f16"), "bf16": ("m16n8k16", "bf16.bf16"), "tf32": ("m16n8k8", "tf32.tf32")}[kind]
             asm = f"mma.sync.aligned.{shape}.row.col.f32.{ab}.f32 {{$0,$1,$2,$3}}, {{$4,$5,$6,$7}}, {{$8,$9}}, {{$10,$11,$12,$13}};"
             ret = ir.LiteralStructType([F32] * 4)
             fty = ir.FunctionType(ret, [I32] * 6 + [F32] * 4)
@@ -221,6 +221,8 @@ class GpuBuilder(KernelBuilder):
             """The k-values of one 32-bit word as f32: two halves (f16) or one tf32."""
             if kind == "tf32":
                 return [bld.bitcast(x, F32)]
+            if kind == "bf16":  # a bfloat16 is the high half of an f32
+                return [bld.bitcast(bld.shl(x, c32(16)), F32), bld.bitcast(bld.and_(x, c32(-0x10000)), F32)]
             lo = bld.bitcast(bld.trunc(x, ir.IntType(16)), ir.HalfType())
             hi = bld.bitcast(bld.trunc(bld.lshr(x, c32(16)), ir.IntType(16)), ir.HalfType())
             return [bld.fpext(lo, F32), bld.fpext(hi, F32)]

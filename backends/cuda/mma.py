@@ -2,7 +2,7 @@
 
     C[z][m, n] = Σ_k A(z, m, k) · B(z, k, n),   f32 accumulators
 
-Used when both operands are float16 (m16n8k16, f16 inputs) or, with TF32
+Used when both operands are float16 or bfloat16 (m16n8k16) or, with TF32
 allowed (`--tf32`), float32 (m16n8k8, inputs rounded to tf32). The operands
 are the same `Operand`s as the SIMT kernel's (strided views, implicit
 im2col), so every GEMM-shaped op (matmul, gemm, convolution) gets it.
@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from dsc.backends.cuda.ew import load_elem
+from dsc.backends.cuda.ew import f32_to_bf16, load_elem
+from dsc.dialects.tensor_types import BFLOAT16
 from dsc.backends.cuda.gpubuilder import F32, I32, GpuBuilder, c32, cf
 
 I16 = ir.IntType(16)
@@ -73,6 +74,8 @@ def mma_kind(a_dtype, b_dtype, tf32: bool) -> str | None:
     a, b = np.dtype(a_dtype), np.dtype(b_dtype)
     if a == np.float16 and b == np.float16:
         return "f16"
+    if a == BFLOAT16 and b == BFLOAT16:
+        return "bf16"
     if tf32 and {a, b} <= {np.dtype(np.float32), np.dtype(np.float16)}:
         return "tf32"
     return None
@@ -80,7 +83,7 @@ def mma_kind(a_dtype, b_dtype, tf32: bool) -> str | None:
 
 def stage_depth(kind: str) -> int:
     """k values per shared-memory stage (every config has BKW words)."""
-    return MMA_BIG.BKW * (2 if kind == "f16" else 1)
+    return MMA_BIG.BKW * (1 if kind == "tf32" else 2)
 
 
 def worth_mma(M: int, N: int, K: int) -> bool:
@@ -134,7 +137,8 @@ def emit_mma_body(gb: GpuBuilder, cfg: MmaConfig, M: int, N: int, K: int, A, B, 
     b = gb.b
     T = cfg.threads
     BM, BN, WM, WN, BKW, LDW = cfg.BM, cfg.BN, cfg.WM, cfg.WN, cfg.BKW, cfg.ldw
-    kpw = 2 if kind == "f16" else 1  # k elements per 32-bit word
+    kpw = 1 if kind == "tf32" else 2  # k elements per 32-bit word
+    half = {"f16": F16, "bf16": I16}.get(kind)  # the shared-memory element of a 16-bit kind
     BK = BKW * kpw
     MT, NT = WM // 16, WN // 8  # MMA tiles per warp
     tid = gb.tid()
@@ -150,9 +154,11 @@ def emit_mma_body(gb: GpuBuilder, cfg: MmaConfig, M: int, N: int, K: int, A, B, 
     Bs = gb.shared(I32, BN * LDW, "Bs")
 
     def element(v):
-        """A loaded element (f32 register) in its shared-memory form: half, or tf32 bits."""
+        """A loaded element (f32 register) in its shared-memory form: half, bfloat16 bits or tf32 bits."""
         if kind == "f16":
             return b.fptrunc(v, F16) if v.type != F16 else v
+        if kind == "bf16":
+            return f32_to_bf16(gb, v)
         return gb.to_tf32(v)
 
     def load_tile(op, rows: int, rows_limit, r0, k0, k_major_rows: bool):
@@ -167,7 +173,7 @@ def emit_mma_body(gb: GpuBuilder, cfg: MmaConfig, M: int, N: int, K: int, A, B, 
         extent = K if k_contig else (M if k_major_rows else N)
         mem = np.dtype(op.dtype)
         vec = 16 // mem.itemsize
-        same = (mem == np.float16) if kind == "f16" else (mem == np.float32)
+        same = mem == {"f16": np.dtype(np.float16), "bf16": BFLOAT16, "tf32": np.dtype(np.float32)}[kind]
         if not (same and (BK if k_contig else rows) % vec == 0 and (rows * BK) % (vec * T) == 0 and op.vectors_ok(vec, extent)):
             vec = 1
         out = []
@@ -196,7 +202,7 @@ def emit_mma_body(gb: GpuBuilder, cfg: MmaConfig, M: int, N: int, K: int, A, B, 
                 ok = b.and_(ok, valid)
             safe = b.select(ok, off, c32(0))
             if vec > 1:
-                vt = ir.VectorType(F16 if kind == "f16" else F32, vec)
+                vt = ir.VectorType(half or F32, vec)
                 p_ = b.gep(op.ptr, [safe], inbounds=True)
                 v = b.load(b.bitcast(p_, vt.as_pointer(p_.type.addrspace)), align=16)
                 v = b.select(ok, v, ir.Constant(vt, None))
@@ -215,8 +221,7 @@ def emit_mma_body(gb: GpuBuilder, cfg: MmaConfig, M: int, N: int, K: int, A, B, 
         return out
 
     def store_tile(smem, pieces):
-        et = F16 if kind == "f16" else I32
-        base = b.bitcast(smem, et.as_pointer(smem.type.addrspace)) if kind == "f16" else smem
+        base = b.bitcast(smem, half.as_pointer(smem.type.addrspace)) if half else smem
         for rr, kk, v, along_k in pieces:
             idx = b.add(b.mul(rr, c32(LDW * kpw)), kk)
             if not isinstance(v.type, ir.VectorType):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from dsc.backends.cuda.ew import Coords, Leaf, const_value, eval_ops, is_ew, store_elem
+from dsc.backends.cuda.ew import Coords, Leaf, const_value, eval_ops, is_ew, is_float, store_elem
 from dsc.backends.cuda.gpubuilder import F32, GpuBuilder, _pow2_ceil, c32, cf
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of
@@ -60,7 +60,7 @@ def match_rows(grp) -> bool:
     if len(doms) != 1:
         return False
     S, axes = next(iter(doms))
-    if any(sig_of(op.operands[0].type).dtype.kind != "f" for op in reds):
+    if any(not is_float(sig_of(op.operands[0].type).dtype) for op in reds):
         return False
     try:
         kinds = classify(grp, S, axes)
