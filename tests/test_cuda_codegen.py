@@ -82,6 +82,20 @@ def test_zoo_ptx_assembles(zoo_artifacts, name, target, place):
 
 
 @needs_ptxas
+@pytest.mark.parametrize("name,target,precision", [("resnet18", "orin", "fp16"), ("bert_base", "sm_90", "bf16"), ("mobilenetv2", "sm_80", "fp16")])
+def test_zoo_ptx_assembles_reduced_precision(name, target, precision):
+    """The small zoo in fp16/bf16 (tensor-core kernels) assembles for its SM, Orin's sm_87 included."""
+    from dsc.pipeline import CompileOptions
+
+    data = dsc.compile(zoo.build(name, small=True), target, options=CompileOptions(precision=precision))
+    m = manifest(data)
+    ptx = members(data)[m["gpu"]["member"]].decode()
+    assert "mma.sync.aligned.m16n8k16" in ptx
+    ok, log = ptxas(ptx, m["gpu"]["sm"])
+    assert ok, log[-3000:]
+
+
+@needs_ptxas
 def test_zoo_ptx_for_every_sm():
     """One model's PTX for each SM dsc targets, each assembled for its SM."""
     mdl = zoo.build("mlp", small=True)
