@@ -99,6 +99,8 @@ CONV_CASES = [
     ((1, 8, 5, 20), 16, (1, 3), (1, 2), (0, 1, 0, 1), 1, 1, True),  # rectangular kernel / strides
     ((1, 8, 9, 9), 16, 3, 1, (0, 1, 2, 1), 1, 1, False),  # asymmetric pads
     ((1, 512, 3, 3), 64, 3, 1, 1, 1, 1, True),  # large K, 3x3 pixels
+    ((2, 3, 64, 64), 16, 7, 2, 3, 1, 1, True),  # stem: stride 2, whole output rows per vector (loads + shuffle)
+    ((1, 5, 33, 64), 8, 3, 2, 1, 1, 1, False),  # same path, odd input height, padding on every border
 ]
 
 
@@ -469,6 +471,7 @@ def test_other_targets(target):
     cases = [
         conv_module(rng, (2, 8, 10, 11), 16, 3, epilogue=lambda y, add: add(g.ReluOp.make([y]))),
         conv_module(rng, (1, 8, 13, 13), 16, 3, 2),
+        conv_module(rng, (1, 3, 32, 32), 8, 7, 2, 3),  # stride-2 rows path with 8 / 4 lanes
         conv_module(rng, (1, 8, 13, 21), 8, 3, 2, group=8),
         conv_module(rng, (1, 8, 13, 21), 8, 3, 1, group=8),
     ]

@@ -72,7 +72,7 @@ from dsc.backends.cpu.emit_gemm import (
     store_v,
     zero_vec,
 )
-from dsc.backends.cpu.irb import F32, I1, I32, KernelBuilder, const_i64, vec
+from dsc.backends.cpu.irb import F32, I1, I32, I64, KernelBuilder, const_i64, vec
 from dsc.dialects import graph as g
 from dsc.dialects import kernel as k
 from dsc.dialects.tensor_types import sig_of
@@ -345,6 +345,9 @@ def emit_conv_gemm(kb: KernelBuilder, geo: ConvGeom, x_ptr, w_index: int, bias_p
         iw0 = [b.sub(b.mul(ow, ci(geo.sw)), ci(geo.pl)) for ow in owv]
         inside = [b.icmp_signed("<", q, ci(P)) for q in qv]
         xc0 = gep(kb, x_img, mul(kb, c0, geo.HW))
+        # stride 2 with whole output rows per vector (e.g. a ResNet stem): a vector's inputs are
+        # 2W consecutive floats of one row, two masked loads and an even-lane shuffle, no gather
+        rows2 = geo.sw == 2 and geo.dw == 1 and geo.OW % wl == 0
         with kb.loop(0, T, 1, "tap") as t:
             kh = b.udiv(t, const_i64(geo.KW))
             kw = b.sub(t, b.mul(kh, const_i64(geo.KW)))
@@ -354,6 +357,13 @@ def emit_conv_gemm(kb: KernelBuilder, geo: ConvGeom, x_ptr, w_index: int, bias_p
             for v in range(V):
                 ih = b.add(ih0[v], dh)
                 iw = b.add(iw0[v], dw)
+                if rows2:  # lane 0's row and column; the lanes' columns follow from it
+                    ih_s, iw_s = b.extract_element(ih, ir.Constant(I32, 0)), b.extract_element(iw, ir.Constant(I32, 0))
+                    ok = b.and_(b.icmp_unsigned("<", ih_s, ir.Constant(I32, geo.H)), b.extract_element(inside[v], ir.Constant(I32, 0)))
+                    cols = [b.add(kb.splat(iw_s, wl), iota(wl, 1)), b.add(kb.splat(iw_s, wl), ir.Constant(i32v, [wl + i for i in range(wl)]))]
+                    msk.append([b.and_(b.icmp_unsigned("<", c_, ci(geo.W)), kb.splat(ok, wl)) for c_ in cols])
+                    idx.append(b.sext(b.add(b.mul(ih_s, ir.Constant(I32, geo.W)), iw_s), I64))
+                    continue
                 m = b.and_(b.icmp_unsigned("<", ih, ci(geo.H)), b.icmp_unsigned("<", iw, ci(geo.W)))
                 msk.append(b.and_(m, inside[v]))
                 idx.append(b.add(b.mul(ih, ci(geo.W)), iw))
@@ -361,7 +371,13 @@ def emit_conv_gemm(kb: KernelBuilder, geo: ConvGeom, x_ptr, w_index: int, bias_p
             with kb.loop(0, ncb, 1, "pc") as c:
                 xc = gep(kb, xc0, b.mul(c, const_i64(geo.HW)))
                 for v in range(V):
-                    store_v(kb, gather_v(kb, xc, idx[v], msk[v]), dst, b.add(b.mul(c, const_i64(T * NB)), const_i64(v * wl)))
+                    if rows2:
+                        lo_ = load_v(kb, xc, idx[v], wl, msk[v][0], inbounds=False)
+                        hi_ = load_v(kb, xc, b.add(idx[v], const_i64(wl)), wl, msk[v][1], inbounds=False)
+                        val = b.shuffle_vector(lo_, hi_, ir.Constant(vec(wl, I32), [2 * i for i in range(wl)]))
+                    else:
+                        val = gather_v(kb, xc, idx[v], msk[v])
+                    store_v(kb, val, dst, b.add(b.mul(c, const_i64(T * NB)), const_i64(v * wl)))
 
     def group(u, ilo, ihi):
         """Outer index u, inner indices [ilo, ihi) of this thread."""
