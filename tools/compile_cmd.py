@@ -37,7 +37,7 @@ def add_compile_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--print-pipeline", action="store_true", help="print the pass pipeline for the target and exit")
     c.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32", help="mixed precision: compute type of matmul/conv (default fp32)")
     c.add_argument("--tf32", action="store_true", help="GPU targets: run float32 matmul/conv on tensor cores with tf32 inputs (~1e-3 relative error; like torch's allow_tf32)")
-    c.add_argument("--amp-level", choices=["O0", "O1", "O2"], default="O1", help="O0 none; O1 matmul/conv reduced, reductions fp32; O2 all but sensitive ops")
+    c.add_argument("--amp-level", choices=["O0", "O1", "O2"], default="O1", help="O0 none; O1 (autocast) matmul/conv reduced, range-sensitive ops (softmax, norms, reductions, exp, ...) fp32, the rest follow their inputs; O2 all but the range-sensitive ops")
     c.add_argument("--place", action="append", default=[], metavar="NODE_OR_OP=DEVICE", help="force a node or op type onto a device (cpu or gpu); repeatable")
     c.add_argument("--explain-fusion", action="store_true", help="print, per ONNX node, its kernel or why it was not fused")
     c.add_argument("--memory-report", action="store_true", help="print the memory plan: arena size, no-reuse sum, lower bound")
