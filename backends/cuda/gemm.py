@@ -36,7 +36,7 @@ from llvmlite import ir
 from dsc.backends.cpu.codegen import BufRef
 from dsc.backends.cuda.ew import Coords, Leaf, contiguous_strides, eval_ops, is_ew, load_elem, store_elem
 from dsc.backends.cuda.gpubuilder import F32, I32, GpuBuilder, c32, cf
-from dsc.backends.cuda.mma import MMA_CONFIGS, block_tile, choose_mma_tiling, emit_mma_body, mma_kind, stage_depth, worth_mma
+from dsc.backends.cuda.mma import MMA_CONFIGS, block_tile, choose_mma_tiling, close_k_loop, emit_mma_body, mma_kind, open_k_loop, stage_depth, worth_mma
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of
 
@@ -293,21 +293,9 @@ def emit_gemm_body(gb: GpuBuilder, cfg: TileConfig, M: int, N: int, K: int, A: O
     tx = b.urem(tid, c32(BN // TN))
     ty = b.udiv(tid, c32(BN // TN))
 
-    fn = b.function
-    pre = b.block
-    head = fn.append_basic_block("k.head")
-    body = fn.append_basic_block("k.body")
-    done = fn.append_basic_block("k.done")
-    b.branch(head)
-    b.position_at_end(head)
-    k0 = b.phi(I32, "k0")
-    k0.add_incoming(k_lo, pre)
-    accs = [[b.phi(F32, f"acc{i}_{j}") for j in range(TN)] for i in range(TM)]
-    for row in accs:
-        for a in row:
-            a.add_incoming(cf(0.0), pre)
-    b.cbranch(b.icmp_signed("<", k0, k_hi), body, done)
-    b.position_at_end(body)
+    loop = open_k_loop(gb, k_lo, k_hi, TM * TN)
+    k0 = loop.k0
+    accs = [loop.accs[i * TN : (i + 1) * TN] for i in range(TM)]
 
     def stage(op: Operand, rows: int, cols: int, rows_limit, cols_limit, r0, c0, smem, ld, transpose_store: bool):
         """Load a rows×cols tile (operand index i in rows, j in cols) into smem[kk][..]."""
@@ -349,14 +337,7 @@ def emit_gemm_body(gb: GpuBuilder, cfg: TileConfig, M: int, N: int, K: int, A: O
             for j in range(TN):
                 acc[i][j] = gb.fma(av[i], bv[j], acc[i][j])
     gb.barrier()
-    nxt = b.add(k0, c32(BK))
-    end = b.block
-    k0.add_incoming(nxt, end)
-    for i in range(TM):
-        for j in range(TN):
-            accs[i][j].add_incoming(acc[i][j], end)
-    b.branch(head)
-    b.position_at_end(done)
+    close_k_loop(gb, loop, b.add(k0, c32(BK)), [v for row in acc for v in row])
     for i in range(TM):
         m = b.add(m0, b.add(b.mul(ty, c32(TM)), c32(i)))
         for j in range(TN):

@@ -132,6 +132,44 @@ def block_tile(gb: GpuBuilder, BM: int, BN: int, BK: int, K: int, split: int, A,
     return m0, n0, z, s, k_lo, k_hi
 
 
+@dataclass
+class KLoop:
+    """The k loop of a tiled GEMM kernel: `k0` (the stage's first k) and the accumulators are phis."""
+
+    k0: object
+    accs: list
+    head: object
+    done: object
+
+
+def open_k_loop(gb: GpuBuilder, k_lo, k_hi, n_acc: int) -> KLoop:
+    """for (k0 = k_lo; k0 < k_hi; ...) with n_acc f32 accumulators starting at 0; the builder is left in the body."""
+    b = gb.b
+    fn, pre = b.function, b.block
+    head, body, done = (fn.append_basic_block(f"k.{n}") for n in ("head", "body", "done"))
+    b.branch(head)
+    b.position_at_end(head)
+    k0 = b.phi(I32, "k0")
+    k0.add_incoming(k_lo, pre)
+    accs = [b.phi(F32, f"acc{i}") for i in range(n_acc)]
+    for a in accs:
+        a.add_incoming(cf(0.0), pre)
+    b.cbranch(b.icmp_signed("<", k0, k_hi), body, done)
+    b.position_at_end(body)
+    return KLoop(k0, accs, head, done)
+
+
+def close_k_loop(gb: GpuBuilder, loop: KLoop, k_next, accs: list) -> None:
+    """End of the body: next k0 and accumulators; the builder is left after the loop."""
+    b = gb.b
+    end = b.block
+    loop.k0.add_incoming(k_next, end)
+    for phi, v in zip(loop.accs, accs):
+        phi.add_incoming(v, end)
+    b.branch(loop.head)
+    b.position_at_end(loop.done)
+
+
 def emit_mma_body(gb: GpuBuilder, cfg: MmaConfig, M: int, N: int, K: int, A, B, epi, split: int, nz: int, kind: str):
     """The body of a tensor-core GEMM kernel; grid = (ceil(N/BN), ceil(M/BM), nz*split), cfg.threads threads."""
     b = gb.b
@@ -236,26 +274,13 @@ def emit_mma_body(gb: GpuBuilder, cfg: MmaConfig, M: int, N: int, K: int, A, B, 
     def load_both(k0):
         return load_tile(A, BM, c32(M), m0, k0, True), load_tile(B, BN, c32(N), n0, k0, False)
 
-    fn = b.function
     a_regs, b_regs = load_both(k_lo)
     store_tile(As, a_regs)
     store_tile(Bs, b_regs)
     gb.barrier()
-    pre = b.block
-    head = fn.append_basic_block("k.head")
-    body = fn.append_basic_block("k.body")
-    done = fn.append_basic_block("k.done")
-    b.branch(head)
-    b.position_at_end(head)
-    k0 = b.phi(I32, "k0")
-    k0.add_incoming(k_lo, pre)
-    accs = [[[b.phi(F32, f"acc{i}_{j}_{q}") for q in range(4)] for j in range(NT)] for i in range(MT)]
-    for i in range(MT):
-        for j in range(NT):
-            for a in accs[i][j]:
-                a.add_incoming(cf(0.0), pre)
-    b.cbranch(b.icmp_signed("<", k0, k_hi), body, done)
-    b.position_at_end(body)
+    loop = open_k_loop(gb, k_lo, k_hi, MT * NT * 4)
+    k0 = loop.k0
+    accs = [[loop.accs[(i * NT + j) * 4 : (i * NT + j) * 4 + 4] for j in range(NT)] for i in range(MT)]
     nxt = b.add(k0, c32(BK))
     a_next, b_next = load_both(nxt)  # masked past k_hi: zeros, never stored past the end of use
     acc = [[list(accs[i][j]) for j in range(NT)] for i in range(MT)]
@@ -276,14 +301,7 @@ def emit_mma_body(gb: GpuBuilder, cfg: MmaConfig, M: int, N: int, K: int, A, B, 
     store_tile(As, a_next)
     store_tile(Bs, b_next)
     gb.barrier()
-    end = b.block
-    k0.add_incoming(nxt, end)
-    for i in range(MT):
-        for j in range(NT):
-            for q in range(4):
-                accs[i][j][q].add_incoming(acc[i][j][q], end)
-    b.branch(head)
-    b.position_at_end(done)
+    close_k_loop(gb, loop, nxt, [v for i in range(MT) for j in range(NT) for v in acc[i][j]])
 
     def epilogue(checked: bool):
         # rows and columns once (unchecked, the whole epilogue is one block, so the
