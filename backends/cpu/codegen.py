@@ -205,6 +205,25 @@ class Codegen:
         self._fn_cache: dict[str, str] = {}
 
     # ----------------------------------------------------------- buffers
+    PRODUCERS: tuple = (k.FusedOp,)  # top-level ops whose results get buffers (and may be graph outputs)
+
+    def _const_ref(self, op: g.ConstantOp):
+        """Where a top-level constant lives at run time (the weights blob)."""
+        s = sig_of(op.result.type)
+        return BufRef("weight", self.weights.add(op.array, op.blob.key), s.dtype, s.shape)
+
+    def _result_refs(self, op, root_out: dict) -> None:
+        """Buffers of a producer's results: a graph output, or the arena at plan-memory's offsets."""
+        offs = op.offsets.get_values() if op.offsets is not None else None
+        for n, r in enumerate(op.results):
+            s = sig_of(r.type)
+            if r in root_out:
+                self.refs[r] = BufRef("output", root_out[r], s.dtype, s.shape)
+            else:
+                if offs is None or offs[n] < 0:
+                    raise DscError(f"{op.name} result {n} has no arena offset", hint="run plan-memory before code generation")
+                self.refs[r] = BufRef("arena", int(offs[n]), s.dtype, s.shape)
+
     def _assign_buffers(self) -> tuple[list[BufRef], list[BufRef], list[BufRef | None]]:
         block = self.fn.body.block
         inputs = []
@@ -217,33 +236,24 @@ class Codegen:
         root_out: dict[SSAValue, int] = {}
         for j, v in enumerate(ret.operands):
             r = _root(v)
-            if isinstance(r.owner, k.FusedOp) and r not in root_out:
+            if isinstance(r.owner, self.PRODUCERS) and r not in root_out:
                 root_out[r] = j
         for op in block.ops:
             if isinstance(op, g.ConstantOp):
                 self.consts[op.result] = op.array
-                s = sig_of(op.result.type)
-                self.refs[op.result] = BufRef("weight", self.weights.add(op.array, op.blob.key), s.dtype, s.shape)
+                self.refs[op.result] = self._const_ref(op)
             elif isinstance(op, g.ReshapeOp):
                 src = self.refs[op.input]
                 s = sig_of(op.result.type)
                 self.refs[op.result] = BufRef(src.kind, src.index, s.dtype, s.shape)
                 if op.input in self.consts:
                     self.consts[op.result] = self.consts[op.input].reshape(s.shape)
-            elif isinstance(op, k.FusedOp):
-                offs = op.offsets.get_values() if op.offsets is not None else None
-                for n, r in enumerate(op.outputs):
-                    s = sig_of(r.type)
-                    if r in root_out:
-                        self.refs[r] = BufRef("output", root_out[r], s.dtype, s.shape)
-                    else:
-                        if offs is None or offs[n] < 0:
-                            raise DscError(f"kernel @{op.sym_name.data} result {n} has no arena offset", hint="run plan-memory before code generation")
-                        self.refs[r] = BufRef("arena", int(offs[n]), s.dtype, s.shape)
+            elif isinstance(op, self.PRODUCERS):
+                self._result_refs(op, root_out)
             elif isinstance(op, func.ReturnOp):
                 pass
             else:
-                raise DscError(f"the CPU backend cannot generate code for a top-level {op.name}", hint="run the fusion passes (outline-kernels) before code generation")
+                raise DscError(f"code generation cannot handle a top-level {op.name}", hint="run the fusion passes (outline-kernels) before code generation")
         outputs, sources = [], []
         for j, v in enumerate(ret.operands):
             s = sig_of(v.type)

@@ -42,8 +42,6 @@ from dataclasses import dataclass, field
 import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
-from xdsl.dialects import func
-from xdsl.ir import SSAValue
 
 from dsc.backends.cpu.codegen import ALIGN, BufRef, Codegen, NativeProgram, Step, compile_llvm_ir, llvm_type
 from dsc.backends.cpu.irb import I8P, I64, VOID, const_i64, emit_barrier
@@ -321,60 +319,32 @@ class HeteroCodegen(Codegen):
         self.segments: list[list[int]] = []
         self.gpu_kernels: list[tuple] = []
 
-    def _assign_buffers(self):
-        block = self.fn.body.block
-        inputs = []
-        for i, a in enumerate(block.args):
-            s = sig_of(a.type)
-            self.refs[a] = BufRef("input", i, s.dtype, s.shape)
-            inputs.append(self.refs[a])
-        ret = block.last_op
-        assert isinstance(ret, func.ReturnOp)
-        root_out: dict[SSAValue, int] = {}
-        for j, v in enumerate(ret.operands):
-            r = _root(v)
-            if isinstance(r.owner, k.FusedOp | k.TransferOp) and r not in root_out:
-                root_out[r] = j
-        for op in block.ops:
-            if isinstance(op, g.ConstantOp):
-                self.consts[op.result] = op.array
-                s = sig_of(op.result.type)
-                if op.result.uses and all(isinstance(u.operation, k.FusedOp) and (u.operation.device.data or "cpu") != "cpu" for u in op.result.uses):
-                    self.refs[op.result] = LazyWeight(op.blob.key, op.array, s.dtype, s.shape)
-                else:
-                    self.refs[op.result] = BufRef("weight", self.weights.add(op.array, op.blob.key), s.dtype, s.shape)
-            elif isinstance(op, g.ReshapeOp):
-                src = self.refs[op.input]
-                s = sig_of(op.result.type)
-                self.refs[op.result] = BufRef(src.kind, src.index, s.dtype, s.shape)
-                if op.input in self.consts:
-                    self.consts[op.result] = self.consts[op.input].reshape(s.shape)
-            elif isinstance(op, k.FusedOp | k.TransferOp):
-                dev = op.dst.data if isinstance(op, k.TransferOp) else (op.device.data or "cpu")
-                offs = op.offsets.get_values() if op.offsets is not None else None
-                for n, r in enumerate(op.results):
-                    s = sig_of(r.type)
-                    if r in root_out:
-                        if dev != "cpu":
-                            raise DscError(f"{op.name} result {n} is a graph output but lives on {dev}", hint="run place-devices: graph outputs come back to the CPU through kernel.transfer")
-                        self.refs[r] = BufRef("output", root_out[r], s.dtype, s.shape)
-                        continue
-                    if offs is None or offs[n] < 0:
-                        raise DscError(f"{op.name} result {n} has no arena offset", hint="run plan-memory before code generation")
-                    self.refs[r] = BufRef("arena" if dev == "cpu" else "gpu", int(offs[n]), s.dtype, s.shape)
-            elif not isinstance(op, func.ReturnOp):
-                raise DscError(f"code generation cannot handle a top-level {op.name}", hint="run the fusion passes (outline-kernels) before code generation")
-        outputs, sources = [], []
-        for j, v in enumerate(ret.operands):
-            s = sig_of(v.type)
-            outputs.append(BufRef("output", j, s.dtype, s.shape))
-            ref = self.refs[v]
-            sources.append(None if ref.kind == "output" and ref.index == j else ref)
-        return inputs, outputs, sources
+    PRODUCERS = (k.FusedOp, k.TransferOp)
+
+    def _const_ref(self, op: g.ConstantOp):
+        """A constant only GPU kernels read enters the weights blob when one reads it as is (LazyWeight)."""
+        if op.result.uses and all(isinstance(u.operation, k.FusedOp) and (u.operation.device.data or "cpu") != "cpu" for u in op.result.uses):
+            s = sig_of(op.result.type)
+            return LazyWeight(op.blob.key, op.array, s.dtype, s.shape)
+        return super()._const_ref(op)
+
+    def _result_refs(self, op, root_out: dict) -> None:
+        """Results on the CPU: as the CPU backend; on the GPU: the device arena (never a graph output)."""
+        dev = op.dst.data if isinstance(op, k.TransferOp) else (op.device.data or "cpu")
+        if dev == "cpu":
+            return super()._result_refs(op, root_out)
+        offs = op.offsets.get_values() if op.offsets is not None else None
+        for n, r in enumerate(op.results):
+            if r in root_out:
+                raise DscError(f"{op.name} result {n} is a graph output but lives on {dev}", hint="run place-devices: graph outputs come back to the CPU through kernel.transfer")
+            if offs is None or offs[n] < 0:
+                raise DscError(f"{op.name} result {n} has no arena offset", hint="run plan-memory before code generation")
+            s = sig_of(r.type)
+            self.refs[r] = BufRef("gpu", int(offs[n]), s.dtype, s.shape)
 
     def _weight_ref(self, op: g.ConstantOp) -> BufRef:
-        s = sig_of(op.result.type)
-        return BufRef("weight", self.weights.add(op.array, op.blob.key), s.dtype, s.shape)
+        """A constant inside a GPU kernel's body: in the blob (eagerly)."""
+        return super()._const_ref(op)
 
     def run(self) -> HeteroProgram:
         inputs, outputs, sources = self._assign_buffers()
@@ -474,12 +444,6 @@ class HeteroCodegen(Codegen):
 
 def ref_dict(ref: BufRef) -> dict:
     return {"kind": ref.kind, "index": int(ref.index), "dtype": str(np.dtype(ref.dtype)), "shape": [int(s) for s in ref.shape]}
-
-
-def _root(v: SSAValue) -> SSAValue:
-    while isinstance(v.owner, g.ReshapeOp):
-        v = v.owner.input
-    return v
 
 
 # ------------------------------------------------------------ LLVM -> PTX, host object, ptxas

@@ -174,47 +174,43 @@ class Im2colOperand(Operand):
         opl = int(np.prod(self.out_spatial, dtype=np.int64))
         return self.pointwise and all(s == 1 for s in self.strides) and opl % vec == 0
 
-    def addr(self, gb, k, n):
+    def _out_coords(self, gb, n):
+        """(image, [coordinate per spatial dim]) of output column n."""
         b = gb.b
-        nd = len(self.spatial)
-        plane = int(np.prod(self.spatial, dtype=np.int64))
         opl = int(np.prod(self.out_spatial, dtype=np.int64))
-        ksz = int(np.prod(self.kernel, dtype=np.int64))
         bi = b.udiv(n, c32(opl)) if opl > 1 else n
         p = b.urem(n, c32(opl)) if opl > 1 else c32(0)
-        # output position -> coordinates
-        oc = []
-        for d in range(nd):
-            inner = int(np.prod(self.out_spatial[d + 1 :], dtype=np.int64))
-            x = b.udiv(p, c32(inner)) if inner > 1 else p
-            if d > 0:
-                x = b.urem(x, c32(self.out_spatial[d]))
-            oc.append(x)
-        base = b.add(_mul(b, bi, self.C * plane), self.zbase)
-        if self.pointwise:
-            off = base
-            sp = contiguous_strides(self.spatial)
-            for d in range(nd):
-                off = b.add(off, _mul(b, oc[d], self.strides[d] * sp[d]))
-            return b.add(off, _mul(b, k, plane)), None
-        ci = b.udiv(k, c32(ksz)) if ksz > 1 else k
-        r = b.urem(k, c32(ksz)) if ksz > 1 else c32(0)
-        kc = []
-        for d in range(nd):
-            inner = int(np.prod(self.kernel[d + 1 :], dtype=np.int64))
-            x = b.udiv(r, c32(inner)) if inner > 1 else r
-            if d > 0:
-                x = b.urem(x, c32(self.kernel[d]))
-            kc.append(x)
-        valid = None
-        off = b.add(base, _mul(b, ci, plane))
+        return bi, _unravel(b, p, self.out_spatial)
+
+    def _window(self, gb, bi, oc, kc):
+        """(offset of input channel 0 of this group under output oc, kernel position kc; inside the image?)."""
+        b = gb.b
+        plane = int(np.prod(self.spatial, dtype=np.int64))
+        off = b.add(_mul(b, bi, self.C * plane), self.zbase)
         sp = contiguous_strides(self.spatial)
-        for d in range(nd):
+        valid = None
+        for d in range(len(self.spatial)):
             pos = b.add(b.sub(_mul(b, oc[d], self.strides[d]), c32(self.pads[d])), _mul(b, kc[d], self.dil[d]))
             ok = b.icmp_unsigned("<", pos, c32(self.spatial[d]))
             valid = ok if valid is None else b.and_(valid, ok)
             off = b.add(off, _mul(b, pos, sp[d]))
         return off, valid
+
+    def addr(self, gb, k, n):
+        b = gb.b
+        plane = int(np.prod(self.spatial, dtype=np.int64))
+        bi, oc = self._out_coords(gb, n)
+        if self.pointwise:
+            off = b.add(_mul(b, bi, self.C * plane), self.zbase)
+            sp = contiguous_strides(self.spatial)
+            for d in range(len(self.spatial)):
+                off = b.add(off, _mul(b, oc[d], self.strides[d] * sp[d]))
+            return b.add(off, _mul(b, k, plane)), None
+        ksz = int(np.prod(self.kernel, dtype=np.int64))
+        ci = b.udiv(k, c32(ksz)) if ksz > 1 else k
+        r = b.urem(k, c32(ksz)) if ksz > 1 else c32(0)
+        off, valid = self._window(gb, bi, oc, _unravel(b, r, self.kernel))
+        return b.add(off, _mul(b, ci, plane)), valid
 
 
 class TapMajorIm2colOperand(Im2colOperand):
@@ -232,29 +228,8 @@ class TapMajorIm2colOperand(Im2colOperand):
 
     def _tap(self, gb, tap, n):
         """(offset of (n, tap) at channel 0, validity) for output position n and kernel position tap."""
-        b = gb.b
-        nd = len(self.spatial)
-        plane = int(np.prod(self.spatial, dtype=np.int64))
-        opl = int(np.prod(self.out_spatial, dtype=np.int64))
-        bi = b.udiv(n, c32(opl)) if opl > 1 else n
-        p = b.urem(n, c32(opl)) if opl > 1 else c32(0)
-        off = b.add(_mul(b, bi, self.C * plane), self.zbase)
-        sp = contiguous_strides(self.spatial)
-        valid = None
-        for d in range(nd):
-            inner = int(np.prod(self.out_spatial[d + 1 :], dtype=np.int64))
-            o = b.udiv(p, c32(inner)) if inner > 1 else p
-            if d > 0:
-                o = b.urem(o, c32(self.out_spatial[d]))
-            kin = int(np.prod(self.kernel[d + 1 :], dtype=np.int64))
-            kc = b.udiv(tap, c32(kin)) if kin > 1 else tap
-            if d > 0:
-                kc = b.urem(kc, c32(self.kernel[d]))
-            pos = b.add(b.sub(_mul(b, o, self.strides[d]), c32(self.pads[d])), _mul(b, kc, self.dil[d]))
-            ok = b.icmp_unsigned("<", pos, c32(self.spatial[d]))
-            valid = ok if valid is None else b.and_(valid, ok)
-            off = b.add(off, _mul(b, pos, sp[d]))
-        return off, valid
+        bi, oc = self._out_coords(gb, n)
+        return self._window(gb, bi, oc, _unravel(gb.b, tap, self.kernel))
 
     def addr(self, gb, k, n):
         b = gb.b
@@ -268,6 +243,18 @@ class TapMajorIm2colOperand(Im2colOperand):
         base, valid = self._tap(gb, b.udiv(k0, c32(self.cg)), n)
         ci = b.add(b.urem(k0, c32(self.cg)), kk)
         return b.add(base, _mul(b, ci, plane)), valid
+
+
+def _unravel(b, idx, dims) -> list:
+    """Row-major coordinates of flat index idx (i32) in `dims`."""
+    out = []
+    for d in range(len(dims)):
+        inner = int(np.prod(dims[d + 1 :], dtype=np.int64))
+        x = b.udiv(idx, c32(inner)) if inner > 1 else idx
+        if d > 0:
+            x = b.urem(x, c32(dims[d]))
+        out.append(x)
+    return out
 
 
 def _mul(b, v, c: int):
@@ -615,13 +602,7 @@ def _emit_depthwise(ctx, grp, conv, rest, epi_store, coords_of, a):
             co = b.urem(co_full, c32(cout))
             p = b.urem(e, c32(opl))
             ci = b.udiv(co, c32(mg)) if mg > 1 else co
-            oc = []
-            for d in range(nd):
-                inner = int(np.prod(out[2 + d + 1 :], dtype=np.int64))
-                x = b.udiv(p, c32(inner)) if inner > 1 else p
-                if d > 0:
-                    x = b.urem(x, c32(out[2 + d]))
-                oc.append(x)
+            oc = _unravel(b, p, out[2:])
             xbase = b.mul(b.add(b.mul(bi, c32(xs.shape[1])), ci), c32(plane))
             wbase = b.mul(co, c32(ksz))
             acc = cf(0.0)
