@@ -50,7 +50,7 @@ def codegen(module: ModuleOp, target: Target, source: str | None = None, options
     from dsc.backends.cpu.target import cpu_target_for
     from dsc.reference.evaluator import arg_names, main_func, result_names
 
-    _check_codegen(target)
+    _check_codegen(target, options)
     cpu = cpu_target_for(target)
     f = main_func(module)
     opts = {"precision": options.precision, "amp_level": options.amp_level, "place": list(options.place)}
@@ -68,8 +68,10 @@ def codegen(module: ModuleOp, target: Target, source: str | None = None, options
     return build_artifact(prog, cpu, target.name, arg_names(f), result_names(f), source, opts)
 
 
-def _check_codegen(target: Target) -> None:
-    """Refuse, before any work, a target this version cannot produce an artifact for."""
+def _check_codegen(target: Target, options: CompileOptions = CompileOptions()) -> None:
+    """Refuse, before any work, a target (or option) this version cannot produce an artifact for."""
+    if options.tf32 and not target.has_gpu:
+        raise TargetError(f"--tf32 selects GPU tensor cores, and target '{target.name}' has no GPU", hint="drop --tf32, or compile for a GPU target (--target cuda, sm_80 ... sm_90, orin)")
     if target.reference:
         raise TargetError("the reference target evaluates with NumPy and produces no artifact", hint="use `dsc run MODEL --target reference`, or compile for host")
     if target.has_gpu:
@@ -99,7 +101,7 @@ def compile_module(
 ) -> bytes:
     """Compile a graph-dialect module (from any frontend) to artifact bytes."""
     tgt = get_target(target)
-    _check_codegen(tgt)
+    _check_codegen(tgt, options)
     optimize(module, tgt, options, dump)
     return codegen(module, tgt, source, options, gpu_emulation)
 

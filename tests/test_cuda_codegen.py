@@ -453,6 +453,20 @@ def test_cli_tf32_and_fp16_flags(tmp_path):
         assert any(f"({kind} tensor cores)" in s.get("label", "") for s in man["plan"]["schedule"])
 
 
+
+def test_tf32_on_a_cpu_target_is_refused(tmp_path, capsys):
+    import onnx
+
+    from dsc.tools.cli import main
+
+    mdl, _ = conv_model(cin=4, cout=4, hw=5, k=3, pad=1)
+    path = tmp_path / "m.onnx"
+    onnx.save(mdl, str(path))
+    assert main(["compile", str(path), "--tf32", "-o", str(tmp_path / "m.dsc")]) == 1
+    err = capsys.readouterr().err
+    assert "--tf32" in err and "has no GPU" in err and "hint:" in err
+
+
 @needs_ptxas
 @pytest.mark.parametrize("sm", ["sm_80", "sm_87", "sm_90"])
 def test_tensor_core_ptx_assembles(sm):
