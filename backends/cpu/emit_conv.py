@@ -72,6 +72,7 @@ from dsc.backends.cpu.emit_gemm import (
     store_v,
     zero_vec,
 )
+from dsc.backends.cpu.emit_conv_cl import emit_conv_cl, use_channel_lanes
 from dsc.backends.cpu.irb import F32, I1, I32, I64, KernelBuilder, const_i64, vec
 from dsc.dialects import graph as g
 from dsc.dialects import kernel as k
@@ -547,7 +548,9 @@ def _check(op: g.ConvOp) -> ConvGeom:
 
 def _emit(kb, op: g.ConvOp, geo: ConvGeom, ptrs: dict, w_index: int, in_ptrs, epi: Epilogue, tid, nthreads, ctx, w_single_use: bool):
     with FlushDenormals(kb, ctx):
-        if geo.depthwise:
+        if use_channel_lanes(geo, ctx.consts[w_index], w_single_use, lanes_of(ctx), ctx.target.registers):
+            emit_conv_cl(kb, geo, ptrs["x"], w_index, ptrs.get("b"), in_ptrs, epi, tid, nthreads, ctx)
+        elif geo.depthwise:
             emit_conv_depthwise(kb, geo, ptrs["x"], in_ptrs[w_index], ptrs.get("b"), epi, tid, nthreads, ctx)
         else:
             emit_conv_gemm(kb, geo, ptrs["x"], w_index, ptrs.get("b"), in_ptrs, epi, tid, nthreads, ctx, w_single_use)

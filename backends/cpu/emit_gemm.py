@@ -171,6 +171,18 @@ def gather_v(kb: KernelBuilder, ptr, idx_vec, mask):
     return kb.b.call(fn, [instr, ir.Constant(I32, 4), mask, zero_vec(w)])
 
 
+def scatter_v(kb: KernelBuilder, value, ptr, idx_vec, mask=None) -> None:
+    """ptr[idx_vec[l]] = value[l] for the lanes of `mask` (i32 indices; all lanes without one)."""
+    w = idx_vec.type.count
+    pv = vec(w, ptr.type)
+    instr = ir.instructions.GEPInstr(kb.b.block, ptr, [idx_vec], False, "", source_etype=ptr.type.pointee)
+    instr.type = pv
+    kb.b._insert(instr)
+    vt = vec(w)
+    fn = _declare(kb, f"llvm.masked.scatter.v{w}f32.v{w}p0", ir.VoidType(), [vt, pv, I32, mask_type(w)])
+    kb.b.call(fn, [value, instr, ir.Constant(I32, 4), mask if mask is not None else const_mask(w, w)])
+
+
 def iota(w: int, scale: int = 1, elem=I32):
     return ir.Constant(vec(w, elem), [i * scale for i in range(w)])
 
@@ -503,10 +515,32 @@ class Epilogue:
                 mask = mask_last if v == len(row_accs) - 1 else None
                 self.apply_one(kb, acc, row, col, mask, row_cache, r)
 
-    def apply_one(self, kb: KernelBuilder, acc, row, col, mask, row_cache: dict, rkey) -> None:
+    def _load_lanes_on_rows(self, kb, src: Source, row, col, mask, cache, key):
+        """Element (row + lane, col) per lane: a vector load when rows are adjacent, a gather otherwise."""
+        _, rs, cs = src.view
+        if rs == 0:  # one value per column (e.g. a [1, 1, H, W] operand)
+            return kb.splat(kb.load(src.ptr, c64(add(kb, src.boff, mul(kb, col, cs)))), self.w)
+        if cs == 0 and key in cache:
+            return cache[key]
+        off = add(kb, add(kb, src.boff, mul(kb, row, rs)), mul(kb, col, cs))
+        if rs == 1:
+            v = load_v(kb, src.ptr, c64(off), self.w, mask)
+        else:
+            v = gather_v(kb, gep(kb, src.ptr, off), iota(self.w, rs), mask if mask is not None else const_mask(self.w, self.w))
+        if cs == 0:
+            cache[key] = v
+        return v
+
+    def apply_one(self, kb: KernelBuilder, acc, row, col, mask, row_cache: dict, rkey, lanes_on_rows: bool = False) -> None:
+        """Epilogue and store of one accumulator vector: outputs (row, col + lane), or with
+        lanes_on_rows (row + lane, col) (a conv with output channels as lanes: per-channel
+        operands are vector loads, residuals gathers, the store a scatter).
+        row_cache holds values that depend on rows only, keyed by (value, rkey)."""
         b = kb.b
 
         def load(v):
+            if lanes_on_rows:
+                return self._load_lanes_on_rows(kb, self._src[v], row, col, mask, row_cache, (v, rkey))
             return self._load(kb, self._src[v], row, col, mask, row_cache, (v, rkey))
 
         env = {self.main: self.pre(kb, acc, load) if self.pre else acc}
@@ -528,7 +562,11 @@ class Epilogue:
             env[op.results[0]] = compute(kb, op, args)
         for v, src in self._outs:
             _, rs, _ = src.view
-            store_v(kb, env[v], src.ptr, add(kb, add(kb, src.boff, mul(kb, row, rs)), col), mask)
+            off = add(kb, add(kb, src.boff, mul(kb, row, rs)), col)
+            if lanes_on_rows:
+                scatter_v(kb, env[v], gep(kb, src.ptr, off), iota(self.w, rs), mask)
+            else:
+                store_v(kb, env[v], src.ptr, off, mask)
 
     # partial sums (k-blocked tiles) live in the first output
     def load_partial(self, kb, row, col, mask):
@@ -913,6 +951,7 @@ __all__ = [
     "microkernel",
     "plan_matmul",
     "prefetch",
+    "scatter_v",
     "split_kernel",
     "store_v",
     "zero_vec",
