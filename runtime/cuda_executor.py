@@ -177,15 +177,26 @@ class PycudaDriver:
     def htod_sync(self, dst: int, host: np.ndarray) -> None:
         self.cuda.memcpy_htod(dst, host)
 
-    def launch(self, f, grid, block, args: list[int], smem: int, stream) -> None:
-        f._launch_kernel(tuple(grid), tuple(block), struct.pack(f"{len(args)}P", *args), 0, stream)
+    def _allow_smem(self, f, smem: int) -> None:
+        """Kernels carve their shared memory from the dynamic allocation; above 48 KiB the function must opt in."""
+        if smem > 48 * 1024 and getattr(f, "_dsc_smem", 0) < smem:
+            try:
+                f.set_attribute(self.cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, int(smem))
+            except self.cuda.Error as e:
+                raise TargetError(f"a kernel needs {smem} bytes of shared memory per block, which this GPU does not grant: {e}", hint="recompile for this GPU's SM (--target sm_XX)") from None
+            f._dsc_smem = smem
 
-    def packed_launch(self, f, grid, block, args: list[int]):
+    def launch(self, f, grid, block, args: list[int], smem: int, stream) -> None:
+        self._allow_smem(f, smem)
+        f._launch_kernel(tuple(grid), tuple(block), struct.pack(f"{len(args)}P", *args), int(smem), stream)
+
+    def packed_launch(self, f, grid, block, args: list[int], smem: int = 0):
         """A launch with its argument buffer packed once: call it with the stream."""
+        self._allow_smem(f, smem)
         buf = struct.pack(f"{len(args)}P", *args)
-        grid, block = tuple(grid), tuple(block)
+        grid, block, smem = tuple(grid), tuple(block), int(smem)
         lk = f._launch_kernel
-        return lambda stream: lk(grid, block, buf, 0, stream)
+        return lambda stream: lk(grid, block, buf, smem, stream)
 
     def synchronize(self, stream) -> None:
         stream.synchronize()
@@ -354,7 +365,7 @@ class GpuExecutor:
                     f = self._function(st["kernel"])
                     args = [self._dev(a) for a in st["args"]]
                     if hasattr(d, "packed_launch"):
-                        run.append(d.packed_launch(f, st["grid"], st["block"], args))
+                        run.append(d.packed_launch(f, st["grid"], st["block"], args, st.get("smem", 0)))
                     else:
                         run.append(lambda s, f=f, g=st["grid"], b=st["block"], a=args, sm=st.get("smem", 0): d.launch(f, g, b, a, sm, s))
                     self.n_launches += 1

@@ -37,6 +37,7 @@ from dsc.backends.cpu.codegen import BufRef
 from dsc.backends.cuda.ew import Coords, Leaf, contiguous_strides, eval_ops, is_ew, load_elem, store_elem
 from dsc.backends.cuda.gpubuilder import F32, I32, GpuBuilder, c32, cf
 from dsc.backends.cuda.mma import MMA_CONFIGS, block_tile, choose_mma_tiling, close_k_loop, emit_mma_body, mma_kind, open_k_loop, stage_depth, worth_mma
+from dsc.backends.cuda.mma_pipe import PIPE_CONFIGS, emit_pipelined_mma_body
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of
 
@@ -368,13 +369,16 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
         return
     kind = mma_kind(*dtypes, ctx.tf32) if worth_mma(M, N, K) else None
     if kind is not None:
-        cfg, split = choose_mma_tiling(M, N, K, Z, ctx.sms)
+        pipelined = kind != "tf32"  # 16-bit inputs: cp.async + ldmatrix (mma_pipe.py)
+        configs = PIPE_CONFIGS if pipelined else MMA_CONFIGS
+        cfg, split = choose_mma_tiling(M, N, K, Z, ctx.sms, configs)
         label += f" ({kind} tensor cores)"
+        mma_body = emit_pipelined_mma_body if pipelined else emit_mma_body
 
         def core(gb, cfg, M, N, K, A, B, epi, split, nz):
-            emit_mma_body(gb, cfg, M, N, K, A, B, epi, split, nz, kind)
+            mma_body(gb, cfg, M, N, K, A, B, epi, split, nz, kind)
 
-        fallback = MMA_CONFIGS[0]
+        fallback = configs[0]
     else:
         cfg, split = choose_tiling(M, N, K, Z, ctx.sms)
         core, fallback = emit_gemm_body, CONFIGS[0]

@@ -34,6 +34,7 @@ CTX_TID, CTX_NTID, CTX_CTAID, CTX_NCTAID = 0, 3, 6, 9
 CTX_BARRIER, CTX_WARP_BARRIERS, CTX_SHARED, CTX_XCHG = 12, 13, 14, 15
 CTX_SLOTS = 16
 XCHG_WORDS = 7  # emu: words of exchange area per thread (a shuffle uses 1, an MMA 6 more)
+DYNAMIC_SMEM = "dsc_smem"  # the extern shared array every kernel carves its shared memory from
 PTHREAD_BARRIER_BYTES = 32  # sizeof(pthread_barrier_t) on x86-64 and aarch64 glibc (aarch64: 32 as well)
 
 
@@ -252,20 +253,96 @@ class GpuBuilder(KernelBuilder):
 
     # ------------------------------------------------------------ memory
     def shared(self, elem: ir.Type, count: int, name: str = "smem"):
-        """A shared array of `count` elements (pointer to the first)."""
+        """A shared array of `count` elements (pointer to the first).
+
+        Every kernel's shared memory is one dynamic allocation (`extern
+        __shared__`), carved at fixed offsets: the launch passes its size, so a
+        kernel may use more than the 48 KiB a static array is limited to."""
         nbytes = count * _type_bytes(elem)
         off = self.smem.alloc(nbytes)
         b = self.b
         if self.mode == "nvptx":
-            arr = ir.ArrayType(elem, count)
-            gname = f"{self.fn.name}.{name}.{off}"
-            gv = ir.GlobalVariable(self.module, arr, gname, addrspace=3)
-            gv.linkage = "internal"
-            gv.initializer = ir.Constant(arr, ir.Undefined)
-            gv.align = 16
-            return gv.gep([c32(0), c32(0)])
+            gv = self.module.globals.get(DYNAMIC_SMEM)
+            if gv is None:
+                gv = ir.GlobalVariable(self.module, ir.ArrayType(I8, 0), DYNAMIC_SMEM, addrspace=3)
+                gv.linkage = "external"
+                gv.align = 16
+            return gv.gep([c32(0), c32(off)]).bitcast(elem.as_pointer(3))  # constant: valid in every block
         base = self._sreg_cache["shared"]
         return b.bitcast(b.gep(base, [c64(off)], inbounds=True), elem.as_pointer())
+
+    def smem_offset(self, ptr):
+        """A shared-memory pointer as the i32 address PTX's shared-space instructions take (emu: bytes from the block's base)."""
+        b = self.b
+        if self.mode == "nvptx":
+            return b.ptrtoint(ptr, I32)
+        base = b.ptrtoint(self._sreg_cache["shared"], I64)
+        return b.trunc(b.sub(b.ptrtoint(ptr, I64), base), I32)
+
+    def cp_async16(self, dst, src, ok):
+        """Copy 16 bytes global -> shared without passing through registers (sm_80 `cp.async.cg`); zeros where not `ok`.
+
+        `dst`: a shared pointer, `src`: a global pointer, both 16-byte aligned.
+        The copy completes at `cp_async_wait` (then a barrier makes it visible to the block)."""
+        b = self.b
+        if self.mode == "nvptx":
+            size = b.select(ok, c32(16), c32(0))
+            asm = ir.InlineAsm(ir.FunctionType(VOID, [I32, src.type, I32]), "cp.async.cg.shared.global [$0], [$1], 16, $2;", "r,l,r,~{memory}", side_effect=True)
+            b.call(asm, [self.smem_offset(dst), src, size])
+            return
+        v4 = ir.VectorType(I32, 4)
+        v = b.load(b.bitcast(src, v4.as_pointer()), align=16)
+        b.store(b.select(ok, v, ir.Constant(v4, None)), b.bitcast(dst, v4.as_pointer()), align=16)
+
+    def cp_async_commit(self):
+        if self.mode == "nvptx":
+            self.b.call(ir.InlineAsm(ir.FunctionType(VOID, []), "cp.async.commit_group;", "~{memory}", side_effect=True), [])
+
+    def cp_async_wait(self, pending: int):
+        """Wait until at most `pending` committed groups of this thread's copies are in flight."""
+        if self.mode == "nvptx":
+            self.b.call(ir.InlineAsm(ir.FunctionType(VOID, []), f"cp.async.wait_group {int(pending)};", "~{memory}", side_effect=True), [])
+
+    def ldmatrix_x4(self, row_ptr, trans: bool = False) -> list:
+        """Four 8x8 matrices of 16-bit elements from shared memory (`ldmatrix.x4`); every lane of the warp must call.
+
+        Lane 8j+r gives the address of row r of matrix j (16 contiguous bytes,
+        16-byte aligned). Register j of lane l (g = l/4, t = l%4) gets elements
+        (g, 2t) and (g, 2t+1) of matrix j, or with `trans` (2t, g) and (2t+1, g),
+        the low half first."""
+        b = self.b
+        if self.mode == "nvptx":
+            asm = f"ldmatrix.sync.aligned.m8n8.x4{'.trans' if trans else ''}.shared.b16 {{$0,$1,$2,$3}}, [$4];"
+            ret = ir.LiteralStructType([I32] * 4)
+            r = b.call(ir.InlineAsm(ir.FunctionType(ret, [I32]), asm, "=r,=r,=r,=r,r,~{memory}", side_effect=True), [self.smem_offset(row_ptr)])
+            return [b.extract_value(r, i) for i in range(4)]
+        # emulated: each lane publishes its row address, then gathers its elements from the other lanes' rows
+        xchg = b.inttoptr(b.load(b.gep(self.ctx, [c64(CTX_XCHG)], inbounds=True)), I32.as_pointer())
+        t = self.tid()
+        lane = b.and_(t, c32(31))
+        wbase = b.sub(t, lane)
+        b.store(self.smem_offset(row_ptr), b.gep(xchg, [t], inbounds=True))
+        self._warp_barrier()
+        base = self._sreg_cache["shared"]
+        g, tq = b.lshr(lane, c32(2)), b.and_(lane, c32(3))
+        I16 = ir.IntType(16)
+
+        def elem(row_lane, byte):
+            off = b.load(b.gep(xchg, [b.add(wbase, row_lane)], inbounds=True))
+            p = b.gep(base, [b.zext(b.add(off, byte), I64)], inbounds=True)
+            return b.zext(b.load(b.bitcast(p, I16.as_pointer())), I32)
+
+        out = []
+        for j in range(4):
+            if trans:  # (2t, g) and (2t+1, g): rows 2t, 2t+1, column g
+                lo = elem(b.add(c32(8 * j), b.shl(tq, c32(1))), b.shl(g, c32(1)))
+                hi = elem(b.add(c32(8 * j + 1), b.shl(tq, c32(1))), b.shl(g, c32(1)))
+            else:  # row g, columns 2t and 2t+1
+                lo = elem(b.add(c32(8 * j), g), b.shl(tq, c32(2)))
+                hi = elem(b.add(c32(8 * j), g), b.add(b.shl(tq, c32(2)), c32(2)))
+            out.append(b.or_(lo, b.shl(hi, c32(16))))
+        self._warp_barrier()
+        return out
 
     # ------------------------------------------------------------ loops (i32)
     @contextmanager

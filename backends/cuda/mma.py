@@ -82,8 +82,8 @@ def mma_kind(a_dtype, b_dtype, tf32: bool) -> str | None:
 
 
 def stage_depth(kind: str) -> int:
-    """k values per shared-memory stage (every config has BKW words)."""
-    return MMA_BIG.BKW * (1 if kind == "tf32" else 2)
+    """k values per shared-memory stage of the kernel that serves `kind` (tf32 here: BKW words; 16-bit: mma_pipe's BK)."""
+    return MMA_BIG.BKW if kind == "tf32" else 32
 
 
 def worth_mma(M: int, N: int, K: int) -> bool:
@@ -91,8 +91,11 @@ def worth_mma(M: int, N: int, K: int) -> bool:
     return M >= 16 and N >= 16 and K >= 16
 
 
-def choose_mma_tiling(M: int, N: int, K: int, Z: int, sms: int) -> tuple[MmaConfig, int]:
-    """(config, split-K factor): the biggest tile that keeps every multiprocessor busy, wasting little on edges."""
+def choose_mma_tiling(M: int, N: int, K: int, Z: int, sms: int, configs=None):
+    """(config, split-K factor): the biggest tile that keeps every multiprocessor busy, wasting little on edges.
+
+    `configs`: big, wide, mid, small (default MMA_CONFIGS; mma_pipe's for 16-bit kinds)."""
+    big, wide, mid, small = configs or MMA_CONFIGS
 
     def blocks(c):
         return Z * -(-M // c.BM) * -(-N // c.BN)
@@ -100,13 +103,13 @@ def choose_mma_tiling(M: int, N: int, K: int, Z: int, sms: int) -> tuple[MmaConf
     def waste(c):
         return (Z * -(-M // c.BM) * c.BM * -(-N // c.BN) * c.BN) / (Z * M * N)
 
-    for c, need in ((MMA_BIG, 2 * sms), (MMA_WIDE, 2 * sms), (MMA_MID, sms)):
+    for c, need in ((big, 2 * sms), (wide, 2 * sms), (mid, sms)):
         if blocks(c) >= need and waste(c) < 1.3:
             return c, 1
     split = 1
-    while blocks(MMA_SMALL) * split < sms and K >= split * 2 * 64 and split < 16:
+    while blocks(small) * split < sms and K >= split * 2 * 64 and split < 16:
         split *= 2
-    return MMA_SMALL, split
+    return small, split
 
 
 def block_tile(gb: GpuBuilder, BM: int, BN: int, BK: int, K: int, split: int, A, B):

@@ -1,0 +1,259 @@
+"""Tensor-core GEMM for 16-bit inputs (f16, bf16): a multi-stage `cp.async` pipeline, `ldmatrix` fragments.
+
+    C[z][m, n] = Σ_k A(z, m, k) · B(z, k, n),   f32 accumulators, m16n8k16 MMAs
+
+The same operands, grid, block tiles and split-K as mma.py's kernel (which
+keeps tf32); what changes is how data reaches the tensor cores:
+
+* Shared memory holds `stages` k-tiles of BK = 32 values. Each operand tile
+  is stored in the orientation of its memory: [row][k] when the operand is
+  contiguous along k (weights, row-major activations), [k][row] when it is
+  contiguous along its row index (an NCHW image read by a 1x1 convolution,
+  row-major B of a matmul). Rows are padded by 16 bytes, so the eight
+  16-byte rows an `ldmatrix` phase reads fall in distinct banks.
+* Operands whose 16-byte runs are contiguous and aligned (`vectors_ok`) are
+  copied global -> shared by `cp.async` (no registers, zero-filled past the
+  edges), `stages - 1` tiles ahead of the math. Others (im2col of a 3x3
+  convolution in NCHW, K not a multiple of 8) are loaded into registers one
+  tile ahead and stored after the tile's math.
+* Fragments come from `ldmatrix.x4` (plain for [row][k], `.trans` for
+  [k][row]): one instruction per 16x16 piece of A or two 8-column tiles of B.
+* The epilogue goes through shared memory: the warps write their
+  accumulators to a [BM][BN] f32 tile, then consecutive threads take
+  consecutive n, so the fused epilogue's loads and stores are coalesced
+  along the output's contiguous dimension.
+
+The loop (S = stages, one barrier per k-tile):
+
+    prologue: tiles 0 .. S-2 in flight
+    for kt: wait for tile kt; barrier
+            issue tile kt+S-1 (into the buffer tile kt-1 used)
+            MMAs of tile kt
+            register-staged pieces of tile kt+S-1 -> shared
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from dsc.backends.cuda.ew import f32_to_bf16, load_elem
+from dsc.backends.cuda.gpubuilder import F32, I8, I32, GpuBuilder, c32, cf
+from dsc.backends.cuda.mma import block_tile, close_k_loop, open_k_loop
+from dsc.dialects.tensor_types import BFLOAT16
+
+I16 = ir.IntType(16)
+F16 = ir.HalfType()
+BK = 32  # k values per stage
+VEC = 8  # 16-bit values per 16-byte copy
+PAD = 8  # 16-bit values of padding per shared-memory row
+
+
+@dataclass(frozen=True)
+class PipeConfig:
+    BM: int
+    BN: int
+    WM: int  # warp tile
+    WN: int
+    stages: int
+    min_blocks: int = 2
+
+    @property
+    def warps(self) -> int:
+        return (self.BM // self.WM) * (self.BN // self.WN)
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.warps
+
+    def tile_bytes(self, rows: int) -> int:
+        """One stage of one operand, the larger of its two orientations."""
+        return 2 * max(rows * (BK + PAD), BK * (rows + PAD))
+
+    @property
+    def stage_bytes(self) -> int:
+        return self.tile_bytes(self.BM) + self.tile_bytes(self.BN)
+
+    @property
+    def smem_bytes(self) -> int:
+        return max(self.stages * self.stage_bytes, 4 * self.BM * (self.BN + PAD))
+
+
+PIPE_BIG = PipeConfig(128, 128, 64, 32, stages=3)
+PIPE_WIDE = PipeConfig(64, 128, 32, 64, stages=3)
+PIPE_MID = PipeConfig(64, 64, 32, 32, stages=4, min_blocks=4)
+PIPE_SMALL = PipeConfig(32, 32, 16, 16, stages=4, min_blocks=4)
+PIPE_CONFIGS = [PIPE_BIG, PIPE_WIDE, PIPE_MID, PIPE_SMALL]
+
+
+class _Tile:
+    """How one operand's k-tile travels: orientation in shared memory and copy scheme."""
+
+    def __init__(self, op, rows: int, limit: int, k_major_rows: bool, kind: str, T: int, extent_rows: int, K: int):
+        self.op, self.rows, self.limit, self.a_side = op, rows, limit, k_major_rows
+        # [row][k] when the operand is contiguous along k, else [k][row]
+        self.row_k = (op.contig == 1) == k_major_rows
+        self.pitch = BK + PAD if self.row_k else rows + PAD
+        want = BFLOAT16 if kind == "bf16" else np.dtype(np.float16)
+        extent = K if self.row_k else extent_rows
+        runs = (BK if self.row_k else rows) // VEC
+        self.same = np.dtype(op.dtype) == want
+        self.vec = self.same and (rows * BK) % (VEC * T) == 0 and runs > 0 and op.vectors_ok(VEC, extent)
+        self.per = rows * BK // (T * (VEC if self.vec else 1))
+        self.runs = runs
+
+    def piece(self, b, idx):
+        """(row, kk) of piece idx: consecutive pieces walk the operand's contiguous index."""
+        if self.vec:
+            q, p = b.urem(idx, c32(self.runs)), b.udiv(idx, c32(self.runs))
+            q = b.mul(q, c32(VEC))
+        else:
+            n = BK if self.row_k else self.rows
+            q, p = b.urem(idx, c32(n)), b.udiv(idx, c32(n))
+        return (p, q) if self.row_k else (q, p)
+
+    def sidx(self, b, row, kk):
+        """Element index in the stage's tile."""
+        return b.add(b.mul(row, c32(self.pitch)), kk) if self.row_k else b.add(b.mul(kk, c32(self.pitch)), row)
+
+
+def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: int, A, B, epi, split: int, nz: int, kind: str):
+    """The body of a pipelined tensor-core GEMM kernel; grid = (ceil(N/BN), ceil(M/BM), nz*split), cfg.threads threads."""
+    b = gb.b
+    T, S = cfg.threads, cfg.stages
+    BM, BN, WM, WN = cfg.BM, cfg.BN, cfg.WM, cfg.WN
+    half = F16 if kind == "f16" else I16
+    MT, NT = WM // 16, WN // 8
+    tid = gb.tid()
+    lane = b.and_(tid, c32(31))
+    warp = b.lshr(tid, c32(5))
+    wcols = BN // WN
+    wm = b.udiv(warp, c32(wcols))
+    wn = b.urem(warp, c32(wcols))
+    m0, n0, z, s, k_lo, k_hi = block_tile(gb, BM, BN, BK, K, split, A, B)
+    smem = gb.shared(I8, cfg.smem_bytes, "pipe")
+    hs = b.bitcast(smem, half.as_pointer(smem.type.addrspace))
+    ta = _Tile(A, BM, M, True, kind, T, M, K)
+    tb = _Tile(B, BN, N, False, kind, T, N, K)
+    a_elems, b_elems = cfg.tile_bytes(BM) // 2, cfg.tile_bytes(BN) // 2
+    stage_elems = a_elems + b_elems
+
+    def tile_base(stage, which):
+        """Element offset of operand `which` (0: A, 1: B) in shared buffer `stage` (i32)."""
+        return b.add(b.mul(stage, c32(stage_elems)), c32(0 if which == 0 else a_elems))
+
+    def element(v):
+        if kind == "f16":
+            return b.fptrunc(v, F16) if v.type != F16 else v
+        return f32_to_bf16(gb, v)
+
+    def issue(tile: _Tile, r0, k0, base):
+        """cp.async copies of this thread's pieces of the k-tile at k0 (vector operands); returns the
+        register-staged values for the others, to be stored by `store_regs`."""
+        regs = []
+        for e in range(tile.per):
+            row, kk = tile.piece(b, b.add(tid, c32(e * T)))
+            r, k = b.add(r0, row), b.add(k0, kk)
+            ok = b.and_(b.icmp_signed("<", r, c32(tile.limit)), b.icmp_signed("<", k, k_hi))
+            off, valid = tile.op.addr(gb, r, k) if tile.a_side else tile.op.stage_addr(gb, k0, kk, r)
+            if valid is not None:
+                ok = b.and_(ok, valid)
+            safe = b.select(ok, off, c32(0))
+            dst = b.gep(hs, [b.add(base, tile.sidx(b, row, kk))], inbounds=True)
+            if tile.vec:
+                gb.cp_async16(dst, b.gep(tile.op.ptr, [safe], inbounds=True), ok)
+                continue
+            if tile.same:  # already the shared-memory element: move the bits
+                v = b.load(b.gep(tile.op.ptr, [safe], inbounds=True))
+                v = b.select(ok, v, ir.Constant(half, 0.0 if kind == "f16" else 0))
+            else:
+                v = load_elem(gb, tile.op.ptr, safe, tile.op.dtype)
+                if v.type != F32:
+                    v = b.sitofp(v, F32) if isinstance(v.type, ir.IntType) else b.fpext(v, F32)
+                v = element(b.select(ok, v, cf(0.0)))
+            regs.append((dst, v))
+        return regs
+
+    def store_regs(regs):
+        for dst, v in regs:
+            b.store(v, dst)
+
+    def issue_stage(kt_stage, k0):
+        ra = issue(ta, m0, k0, tile_base(kt_stage, 0))
+        rb = issue(tb, n0, k0, tile_base(kt_stage, 1))
+        gb.cp_async_commit()
+        return ra + rb
+
+    # prologue: tiles 0 .. S-2
+    for st in range(S - 1):
+        store_regs(issue_stage(c32(st), b.add(k_lo, c32(st * BK))))
+    loop = open_k_loop(gb, k_lo, k_hi, MT * NT * 4)
+    k0 = loop.k0
+    accs = [[loop.accs[(i * NT + j) * 4 : (i * NT + j) * 4 + 4] for j in range(NT)] for i in range(MT)]
+    kt = b.sdiv(b.sub(k0, k_lo), c32(BK))
+    cur = b.urem(kt, c32(S))
+    gb.cp_async_wait(S - 2)
+    gb.barrier()
+    ahead = b.urem(b.add(kt, c32(S - 1)), c32(S))
+    regs = issue_stage(ahead, b.add(k0, c32((S - 1) * BK)))
+    # fragments: lane l addresses row (l % 8) of matrix l / 8
+    r8, j8 = b.and_(lane, c32(7)), b.lshr(lane, c32(3))
+    j_lo, j_hi = b.and_(j8, c32(1)), b.lshr(j8, c32(1))
+    acc = [[list(accs[i][j]) for j in range(NT)] for i in range(MT)]
+    abase, bbase = tile_base(cur, 0), tile_base(cur, 1)
+    for ks in range(BK // 16):
+        afr = []
+        for i in range(MT):
+            mrow = b.add(b.mul(wm, c32(WM)), c32(16 * i))
+            if ta.row_k:  # matrices (rows +0/+8 by j_lo, k +0/+8 by j_hi)
+                row, kk = b.add(mrow, b.add(r8, b.shl(j_lo, c32(3)))), b.add(c32(16 * ks), b.shl(j_hi, c32(3)))
+            else:  # [k][m], transposed: matrix j covers m +8*j_lo, k +8*j_hi
+                row, kk = b.add(mrow, b.shl(j_lo, c32(3))), b.add(c32(16 * ks), b.add(r8, b.shl(j_hi, c32(3))))
+            afr.append(gb.ldmatrix_x4(b.gep(hs, [b.add(abase, ta.sidx(b, row, kk))], inbounds=True), trans=not ta.row_k))
+        bfr = []
+        for jj in range(0, NT, 2):
+            ncol = b.add(b.mul(wn, c32(WN)), c32(8 * jj))
+            if tb.row_k:  # [n][k]: matrix j covers n-tile jj + j_hi, k +8*j_lo
+                row, kk = b.add(ncol, b.add(r8, b.shl(j_hi, c32(3)))), b.add(c32(16 * ks), b.shl(j_lo, c32(3)))
+            else:  # [k][n], transposed
+                row, kk = b.add(ncol, b.shl(j_hi, c32(3))), b.add(c32(16 * ks), b.add(r8, b.shl(j_lo, c32(3))))
+            q = gb.ldmatrix_x4(b.gep(hs, [b.add(bbase, tb.sidx(b, row, kk))], inbounds=True), trans=not tb.row_k)
+            bfr += [q[0:2], q[2:4]]
+        for i in range(MT):
+            for j in range(NT):
+                acc[i][j] = gb.mma(kind, afr[i], bfr[j], acc[i][j])
+    store_regs(regs)
+    close_k_loop(gb, loop, b.add(k0, c32(BK)), [v for i in range(MT) for j in range(NT) for v in acc[i][j]])
+
+    # epilogue through shared memory: accumulators -> Cs[BM][BN + PAD] -> consecutive n per thread
+    gb.cp_async_wait(0)
+    gb.barrier()
+    cs = b.bitcast(smem, F32.as_pointer(smem.type.addrspace))
+    LDC = BN + PAD
+    g, t = b.lshr(lane, c32(2)), b.and_(lane, c32(3))
+    for i in range(MT):
+        for j in range(NT):
+            for h in range(2):
+                row = b.add(b.mul(wm, c32(WM)), b.add(c32(16 * i + 8 * h), g))
+                col = b.add(b.mul(wn, c32(WN)), b.add(c32(8 * j), b.shl(t, c32(1))))
+                p = b.gep(cs, [b.add(b.mul(row, c32(LDC)), col)], inbounds=True)
+                v2 = ir.VectorType(F32, 2)
+                vec = b.insert_element(b.insert_element(ir.Constant(v2, None), accs[i][j][2 * h], c32(0)), accs[i][j][2 * h + 1], c32(1))
+                b.store(vec, b.bitcast(p, v2.as_pointer(p.type.addrspace)), align=8)
+    gb.barrier()
+    checked = not (M % BM == 0 and N % BN == 0)
+    with gb.loop32(0, BM * BN // T, 1, "ep") as e:
+        idx = b.add(tid, b.mul(e, c32(T)))
+        r, c = b.udiv(idx, c32(BN)), b.urem(idx, c32(BN))
+        v = b.load(b.gep(cs, [b.add(b.mul(r, c32(LDC)), c)], inbounds=True))
+        m, n = b.add(m0, r), b.add(n0, c)
+        if checked:
+            with b.if_then(b.and_(b.icmp_signed("<", m, c32(M)), b.icmp_signed("<", n, c32(N)))):
+                epi(gb, z, m, n, v, s)
+        else:
+            epi(gb, z, m, n, v, s)
+
+
+__all__ = ["PipeConfig", "PIPE_BIG", "PIPE_WIDE", "PIPE_MID", "PIPE_SMALL", "PIPE_CONFIGS", "emit_pipelined_mma_body", "BK"]
