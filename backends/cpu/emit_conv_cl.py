@@ -21,7 +21,7 @@ costs Vc aligned vector loads. The A operand:
   sums of the thread's channel blocks wait in a second stack buffer.
 
 Threads split (image, group, channel block) units, one run of channel blocks
-per image. The epilogue (emit_gemm.Epilogue with lanes_on_rows) reads
+per image. The epilogue (epilogue.Epilogue with lanes_on_rows) reads
 per-channel operands as vectors, residuals by gathers, and scatters each
 vector to its W channels of the NCHW output; the last channel block masks
 the channels past M/G. The last pixel block is shifted to end at P (pixels
@@ -33,22 +33,9 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from dsc.backends.cpu.emit_gemm import (
-    Epilogue,
-    add,
-    c64,
-    const_mask,
-    content_hash,
-    entry_alloca,
-    gather_v,
-    gep,
-    lanes_of,
-    load_v,
-    microkernel,
-    mul,
-    store_v,
-    zero_vec,
-)
+from dsc.backends.cpu.epilogue import Epilogue
+from dsc.backends.cpu.microkernel import microkernel
+from dsc.backends.cpu.vector_ir import add, c64, const_mask, content_hash, entry_alloca, gather_v, gep, lanes_of, load_v, mul, store_v, zero_vec
 from dsc.backends.cpu.irb import F32, I1, I32, KernelBuilder, const_i64, vec
 
 PACK_BYTES = 256 * 1024  # per-thread stack buffer for the gathered im2col block (ResNet-50 1024->2048 /2: 200 KiB)

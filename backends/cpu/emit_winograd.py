@@ -15,13 +15,13 @@ Y = A^T [ (G g G^T) . (B^T d B) ] A on 6x6 input tiles d -> 4x4 output tiles:
 * input transform: per input channel, the 36 values of each lane's 6x6 patch
   are masked gathers (the padding and partial tiles read as 0), B^T d B in
   registers, 36 vectors stored to a per-thread stack buffer V[36][C][W].
-* 36 batched GEMMs: M[xi][m] = sum_c U[xi][m][c] V[xi][c] with emit_gemm's
+* 36 batched GEMMs: M[xi][m] = sum_c U[xi][m][c] V[xi][c] with microkernel.py's
   register-blocked micro-kernel (R rows x 1 vector), R rows of all 36 xi
   staged in a small buffer.
 * output transform: A^T M A per output channel, + bias; the 4 columns of a
   tile row are interleaved back into pixel order by shuffles, so every stored
   vector is W consecutive pixels of one output row, and the conv epilogue
-  (emit_gemm.Epilogue: folded BN, residual, activation) runs on it before
+  (epilogue.Epilogue: folded BN, residual, activation) runs on it before
   the (masked) store.
 
 Threads split (block, channel chunk) units; a thread transforms a block's
@@ -39,19 +39,9 @@ from dsc.backends.cpu.emit_conv import (
     conv_layout,
     emit_fused_conv,
 )
-from dsc.backends.cpu.emit_gemm import (
-    Epilogue,
-    FlushDenormals,
-    const_mask,
-    content_hash,
-    entry_alloca,
-    gather_v,
-    gep,
-    kernel_sources,
-    lanes_of,
-    microkernel,
-    zero_vec,
-)
+from dsc.backends.cpu.epilogue import Epilogue, kernel_sources
+from dsc.backends.cpu.microkernel import microkernel
+from dsc.backends.cpu.vector_ir import FlushDenormals, const_mask, content_hash, entry_alloca, gather_v, gep, lanes_of, zero_vec
 from dsc.backends.cpu.irb import F32, I1, I32, const_i64, vec
 from dsc.dialects import graph as g
 from llvmlite import ir
