@@ -132,3 +132,18 @@ def test_lanes_chosen_for_small_maps():
     assert not emit_conv_cl.use_channel_lanes(geo(64, 7, 64, 3, 1, G=64), w, True, 16, 32)
     assert not emit_conv_cl.use_channel_lanes(geo(64, 7, 8, 1, 1), w, True, 16, 32)
     assert not emit_conv_cl.use_channel_lanes(geo(64, 7, 64, 1, 1), None, True, 16, 32)
+
+
+@pytest.mark.parametrize("part", [None, 2 * 49 * 32 * 4])
+def test_conv_lanes_images_share_weight_chunks(lanes, monkeypatch, part):
+    """1x1 on a batch: each k chunk of weights serves several images (3 images, runs of 2 leave a short last run)."""
+    monkeypatch.setattr(emit_conv_cl, "PANEL_BYTES", 4096)
+    monkeypatch.setattr(emit_conv_cl, "FORCE_TILE", (7, 2))
+    if part:
+        monkeypatch.setattr(emit_conv_cl, "PART_BYTES", part)
+    rng = np.random.default_rng(17)
+    res = rand(rng, 3, 50, 7, 7)
+    epilogue = lambda y, add: add(g.ReluOp.make([add(g.AddOp.make([y, add(cst(res, "r"))]))]))
+    mod, ins = conv_module(rng, (3, 96, 7, 7), 50, 1, 1, 0, epilogue=epilogue)
+    check_native(mod, ins, group=ALL, **TOL)
+    assert lanes

@@ -125,7 +125,10 @@ def emit_conv_cl(kb: KernelBuilder, geo, x_ptr, w_index: int, bias_ptr, in_ptrs,
     nsub = P // R
     pack = entry_alloca(kb, F32, cb * T * Pp, name="im2col_t") if mode == "packed" else None
     chunked = nkb > 1 or cb * T > KC
-    part = entry_alloca(kb, F32, (MBc if nkb > 1 else 1) * P * NBc, name="partial") if chunked else None
+    # direct: the k chunks run over NI images at a time (their partial sums fit the buffer)
+    NI = max(1, min(geo.N, PART_BYTES // (P * NBc * 4))) if mode == "direct" else 1
+    slots = NI if mode == "direct" else (MBc if nkb > 1 else 1)
+    part = entry_alloca(kb, F32, slots * P * NBc, name="partial") if chunked else None
     tail = mg - (MBc - 1) * NBc  # channels of the last channel block
     i32v = vec(wl, I32)
 
@@ -167,16 +170,16 @@ def emit_conv_cl(kb: KernelBuilder, geo, x_ptr, w_index: int, bias_ptr, in_ptrs,
                     val = gather_v(kb, xc, idx_c[t][j], msk_c[t][j])
                     store_v(kb, val, pack, b.add(dst, const_i64(t * Pp + j * wl)), last_lanes if j == PV - 1 else None)
 
-    units = geo.N * geo.G * MBc
+    units = -(-geo.N // NI) * geo.G * MBc
     lo, hi = kb.thread_range(units, tid, nthreads)
 
-    def tile(x_img, gi, nb, p0, k0, nk, c0, first, last):
-        """Pixels p0..p0+R-1 of channel block nb, k steps [k0, k0 + nk) of the pack block at channel c0."""
+    def tile(x_img, gi, nb, p0, k0, nk, c0, first, last, slot):
+        """Pixels p0..p0+R-1 of channel block nb, k steps [k0, k0 + nk) of the pack block at channel c0;
+        partial sums in row `slot` of the buffer."""
         m0 = b.mul(nb, const_i64(NBc))
         m_abs = b.add(b.mul(gi, const_i64(mg)), m0)
         masks = chan_masks(b.icmp_unsigned("==", nb, const_i64(MBc - 1))) if tail != NBc else [None] * Vc
         if part is not None:
-            slot = nb if nkb > 1 else const_i64(0)
             poff = b.add(b.mul(slot, const_i64(P * NBc)), b.mul(p0, const_i64(NBc)))
         if bias_ptr is not None:
             start = [load_v(kb, bias_ptr, b.add(m_abs, const_i64(v * wl)), wl, masks[v]) for v in range(Vc)]
@@ -234,30 +237,54 @@ def emit_conv_cl(kb: KernelBuilder, geo, x_ptr, w_index: int, bias_ptr, in_ptrs,
             return c
         return a if c is True else b.and_(a, c)
 
-    def image(u, ilo, ihi):
-        """Unit group u = (image, group); channel blocks [ilo, ihi) of it."""
+    def image_ptr(n, gi):
+        return gep(kb, x_ptr, b.add(b.mul(n, const_i64(geo.C * geo.HW)), b.mul(gi, const_i64(geo.cg * geo.HW))))
+
+    def chunks(nk_blk, first, last, body):
+        """body(k0, nk, first, last) over the L1-sized k chunks of a block of nk_blk k steps."""
+        if not chunked or (isinstance(nk_blk, int) and nk_blk <= KC):
+            body(0, nk_blk, first, last)
+            return
+        nch = b.udiv(b.add(c64(nk_blk), const_i64(KC - 1)), const_i64(KC))
+        with kb.loop(0, nch, 1, "kc") as j:
+            k0 = b.mul(j, const_i64(KC))
+            nk = kb.smin(const_i64(KC), b.sub(c64(nk_blk), k0))
+            body(k0, nk, and_(first, b.icmp_unsigned("==", j, const_i64(0))), and_(last, b.icmp_unsigned("==", j, b.sub(nch, const_i64(1)))))
+
+    def direct_group(u, ilo, ihi):
+        """Unit group u = (run of NI images, group); channel blocks [ilo, ihi): each k chunk's
+        weight panel serves the pixels of all NI images before the next chunk."""
+        gi = b.urem(u, const_i64(geo.G))
+        n0 = b.mul(b.udiv(u, const_i64(geo.G)), const_i64(NI))
+        ni = const_i64(NI) if geo.N % NI == 0 else kb.smin(const_i64(NI), b.sub(const_i64(geo.N), n0))
+        with kb.loop(ilo, ihi, 1, "nb") as nb:
+
+            def body(k0, nk, first, last):
+                with kb.loop(0, ni, 1, "img") as nl:
+                    n = b.add(n0, nl)
+                    x_img = image_ptr(n, gi)
+                    epi.begin_tile(kb, n)
+                    with kb.loop(0, nsub, 1, "ps") as s:
+                        tile(x_img, gi, nb, b.mul(s, const_i64(R)), k0, nk, 0, first, last, nl)
+
+            chunks(geo.cg, True, True, body)
+
+    def packed_image(u, ilo, ihi):
+        """Unit group u = (image, group); channel blocks [ilo, ihi) share each packed block."""
         gi = b.urem(u, const_i64(geo.G))
         n = b.udiv(u, const_i64(geo.G))
-        x_img = gep(kb, x_ptr, b.add(b.mul(n, const_i64(geo.C * geo.HW)), b.mul(gi, const_i64(geo.cg * geo.HW))))
+        x_img = image_ptr(n, gi)
         epi.begin_tile(kb, n)
 
         def kblock(c0, ncb, first, last):
-            if mode == "packed":
-                pack_block(x_img, c0, ncb)
-            nk_blk = mul(kb, ncb, T)  # k steps in this pack block
+            pack_block(x_img, c0, ncb)
             with kb.loop(ilo, ihi, 1, "nb") as nb:
-                if not chunked or (isinstance(nk_blk, int) and nk_blk <= KC):
+
+                def body(k0, nk, f, l_):
                     with kb.loop(0, nsub, 1, "ps") as s:
-                        tile(x_img, gi, nb, b.mul(s, const_i64(R)), 0, nk_blk, c0, first, last)
-                    return
-                nch = b.udiv(b.add(c64(nk_blk), const_i64(KC - 1)), const_i64(KC))
-                with kb.loop(0, nch, 1, "kc") as j:
-                    k0 = b.mul(j, const_i64(KC))
-                    nk = kb.smin(const_i64(KC), b.sub(c64(nk_blk), k0))
-                    f = and_(first, b.icmp_unsigned("==", j, const_i64(0)))
-                    l_ = and_(last, b.icmp_unsigned("==", j, b.sub(nch, const_i64(1))))
-                    with kb.loop(0, nsub, 1, "ps") as s:
-                        tile(x_img, gi, nb, b.mul(s, const_i64(R)), k0, nk, c0, f, l_)
+                        tile(x_img, gi, nb, b.mul(s, const_i64(R)), k0, nk, c0, f, l_, nb if nkb > 1 else const_i64(0))
+
+                chunks(mul(kb, ncb, T), first, last, body)
 
         if nkb == 1:
             kblock(0, geo.cg, True, True)
@@ -267,11 +294,12 @@ def emit_conv_cl(kb: KernelBuilder, geo, x_ptr, w_index: int, bias_ptr, in_ptrs,
                 kblock(c0, kb.smin(const_i64(cb), b.sub(const_i64(geo.cg), c0)),
                        b.icmp_unsigned("==", kbi, const_i64(0)), b.icmp_unsigned("==", kbi, const_i64(nkb - 1)))
 
+    group = direct_group if mode == "direct" else packed_image
     u_lo = b.udiv(lo, const_i64(MBc))
     u_hi = b.udiv(b.add(hi, const_i64(MBc - 1)), const_i64(MBc))
-    with kb.loop(u_lo, u_hi, 1, "img") as u:
+    with kb.loop(u_lo, u_hi, 1, "grp") as u:
         base = b.mul(u, const_i64(MBc))
-        image(u, kb.smax(b.sub(lo, base), const_i64(0)), kb.smin(b.sub(hi, base), const_i64(MBc)))
+        group(u, kb.smax(b.sub(lo, base), const_i64(0)), kb.smin(b.sub(hi, base), const_i64(MBc)))
 
 
 __all__ = ["choose_cl_tile", "emit_conv_cl", "use_channel_lanes"]
