@@ -15,17 +15,23 @@ costs Vc aligned vector loads. The A operand:
   of an input row;
 * "packed" (anything else: strides, padding, 3x3): a block of input channels
   is gathered once per image into a per-thread stack buffer [c*T + tap][P]
-  (zeros for padding; index vectors are compile-time
-  constants, the maps being small) and reused by every channel block the
-  thread owns. When K does not fit the buffer it is blocked and the partial
-  sums of the thread's channel blocks wait in a second stack buffer.
+  (zeros for padding; index vectors are compile-time constants, the maps
+  being small) and reused by every channel block the thread owns. When K
+  does not fit the buffer it is blocked and the partial sums of the
+  thread's channel blocks wait in a second stack buffer.
 
-Threads split (image, group, channel block) units, one run of channel blocks
-per image. The epilogue (epilogue.Epilogue with lanes_on_rows) reads
-per-channel operands as vectors, residuals by gathers, and scatters each
-vector to its W channels of the NCHW output; the last channel block masks
-the channels past M/G. The last pixel block is shifted to end at P (pixels
-computed twice, same values).
+Within a block, k runs in chunks whose weight panel (PANEL_BYTES) stays in
+L1 while every pixel block of the map uses it; partial sums between chunks
+wait in the stack buffer.
+
+Threads split (image run, group, channel block) units: a 1x1 unit runs the
+k chunks of its weights over a run of images (the chunk's panel stays in L1
+for all their pixels); a packed unit is one image, whose packed blocks serve
+all of the thread's channel blocks. The epilogue (epilogue.Epilogue with
+lanes_on_rows) reads per-channel operands as vectors, residuals by gathers,
+and scatters each vector to its W channels of the NCHW output; the last
+channel block masks the channels past M/G. R divides P, so pixel blocks
+never overlap (a shifted block would add its overlap's partial sums twice).
 """
 
 from __future__ import annotations
