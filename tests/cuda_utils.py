@@ -117,6 +117,11 @@ MMA_CASES = {
     "big-tiles": (lambda: _conv_model(24, 128, 16, 3, pad=1), 1),
     "wide-tiles": (lambda: _conv_model(16, 64, 16, 1, batch=2), 1),
     "mid-tiles": (lambda: _conv_model(16, 64, 8, 1), 1),
+    # 16-bit kinds read these inputs channels-last (a copy to NHWC, then 16-byte runs of channels)
+    "1x1-s2-batch2": (lambda: _conv_model(32, 48, 9, 1, stride=2, batch=2), None),
+    "1x1-7x7-batch2": (lambda: _conv_model(64, 40, 7, 1, batch=2), None),
+    # an image stem: 3 channels copied channels-last padded to 4, 8-byte copies, K rounded up to 8
+    "stem-7x7-s2": (lambda: _conv_model(3, 24, 19, 7, stride=2, pad=3, batch=2), None),
 }
 
 

@@ -46,7 +46,7 @@ from llvmlite import ir
 from dsc.backends.cpu.codegen import ALIGN, BufRef, Codegen, NativeProgram, Step, compile_llvm_ir, llvm_type
 from dsc.backends.cpu.irb import I8P, I64, VOID, const_i64, emit_barrier
 from dsc.backends.cpu.target import CpuTarget, host_target, init_llvm
-from dsc.backends.cuda import data, gemm, rows
+from dsc.backends.cuda import conv, data, gemm, rows
 from dsc.backends.cuda.ew import mem_type
 from dsc.backends.cuda.gpubuilder import GpuBuilder
 from dsc.backends.cuda.target import DATALAYOUT, TRIPLE, GpuTarget
@@ -59,11 +59,11 @@ GPU = "cuda:0"
 MAX_SMEM = 99 * 1024  # dynamic shared memory per block that every supported SM grants (sm_86/sm_89: 99 KiB; sm_80/87: 163; sm_90: 227)
 
 # emitters that repack constant leaves before emission: (name, matches(group), emit, prepare(ctx, group))
-PREPARE = [("conv", gemm.match_conv, gemm.emit_conv, gemm.prepare_conv)]
+PREPARE = [("conv", conv.match_conv, conv.emit_conv, conv.prepare_conv)]
 
 # fused emitters, tried in order: (name, matches(group), emit(ctx, group))
 FUSED = [
-    ("conv", gemm.match_conv, gemm.emit_conv),
+    ("conv", conv.match_conv, conv.emit_conv),
     ("gemm", gemm.match_matmul, gemm.emit_matmul),
     ("rows", rows.match_rows, rows.emit_rows),
     ("elementwise", data.match_elementwise, data.emit_elementwise),
@@ -231,10 +231,11 @@ class EmitCtx:
     def resolve(self, ref):
         return self.weight(ref.array, ref.key) if isinstance(ref, LazyWeight) else ref
 
-    def scratch(self, nbytes: int) -> BufRef:
+    def scratch(self, nbytes: int, dtype=np.float32) -> BufRef:
+        dt = np.dtype(dtype)
         off = self.scratch_top
         self.scratch_top += _align(max(nbytes, 1))
-        return BufRef("gpu", off, np.dtype(np.float32), (max(nbytes, 4) // 4,))
+        return BufRef("gpu", off, dt, (max(nbytes, dt.itemsize) // dt.itemsize,))
 
 
 def emit_group(ctx: EmitCtx, grp: Group) -> None:

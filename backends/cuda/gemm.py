@@ -31,15 +31,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from llvmlite import ir
-
-from dsc.backends.cpu.codegen import BufRef
-from dsc.backends.cuda.ew import Coords, Leaf, contiguous_strides, eval_ops, is_ew, load_elem, store_elem
-from dsc.backends.cuda.gpubuilder import F32, I32, GpuBuilder, c32, cf
-from dsc.backends.cuda.mma import MMA_CONFIGS, block_tile, choose_mma_tiling, close_k_loop, emit_mma_body, mma_kind, open_k_loop, stage_depth, worth_mma
+from dsc.backends.cuda.ew import (
+    Coords,
+    Leaf,
+    contiguous_strides,
+    eval_ops,
+    is_ew,
+    load_elem,
+    store_elem,
+)
+from dsc.backends.cuda.gpubuilder import F32, GpuBuilder, c32, cf
+from dsc.backends.cuda.mma import (
+    MMA_CONFIGS,
+    block_tile,
+    choose_mma_tiling,
+    close_k_loop,
+    emit_mma_body,
+    mma_kind,
+    open_k_loop,
+    worth_mma,
+)
 from dsc.backends.cuda.mma_pipe import PIPE_CONFIGS, emit_pipelined_mma_body
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of
+from llvmlite import ir
 
 
 @dataclass(frozen=True)
@@ -146,104 +161,6 @@ class StridedOperand(Operand):
     def vectors_ok(self, vec, extent):
         other = self.si if self.contig == 1 else self.sj
         return (self.sj if self.contig == 1 else self.si) == 1 and other % vec == 0 and extent % vec == 0 and all(s % vec == 0 for s in self.batch_strides)
-
-
-class Im2colOperand(Operand):
-    """B(k, n) of a convolution as a GEMM: k = (ci, kernel position), n = (batch, output position).
-
-    Group z reads input channels [z*Cg, (z+1)*Cg).
-    """
-
-    contig = 1
-
-    def __init__(self, ptr, dtype, in_shape, out_spatial, kernel, strides, pads, dilations, cg: int):
-        self.ptr, self.dtype = ptr, np.dtype(dtype)
-        self.C, self.spatial = in_shape[1], tuple(in_shape[2:])
-        self.out_spatial, self.kernel = tuple(out_spatial), tuple(kernel)
-        self.strides, self.pads, self.dil = tuple(strides), tuple(pads), tuple(dilations)
-        self.cg = cg
-        self.pointwise = all(k == 1 for k in self.kernel) and all(p == 0 for p in self.pads[: len(self.kernel)]) and all(p == 0 for p in self.pads[len(self.kernel):])
-        self.zbase = None
-
-    def setup(self, gb, z):
-        b = gb.b
-        plane = int(np.prod(self.spatial, dtype=np.int64))
-        self.zbase = _mul(b, z, self.cg * plane)
-
-    def vectors_ok(self, vec, extent):
-        # a 1x1 stride-1 convolution reads its input as [k][position]: runs of positions within one image
-        opl = int(np.prod(self.out_spatial, dtype=np.int64))
-        return self.pointwise and all(s == 1 for s in self.strides) and opl % vec == 0
-
-    def _out_coords(self, gb, n):
-        """(image, [coordinate per spatial dim]) of output column n."""
-        b = gb.b
-        opl = int(np.prod(self.out_spatial, dtype=np.int64))
-        bi = b.udiv(n, c32(opl)) if opl > 1 else n
-        p = b.urem(n, c32(opl)) if opl > 1 else c32(0)
-        return bi, _unravel(b, p, self.out_spatial)
-
-    def _window(self, gb, bi, oc, kc):
-        """(offset of input channel 0 of this group under output oc, kernel position kc; inside the image?)."""
-        b = gb.b
-        plane = int(np.prod(self.spatial, dtype=np.int64))
-        off = b.add(_mul(b, bi, self.C * plane), self.zbase)
-        sp = contiguous_strides(self.spatial)
-        valid = None
-        for d in range(len(self.spatial)):
-            pos = b.add(b.sub(_mul(b, oc[d], self.strides[d]), c32(self.pads[d])), _mul(b, kc[d], self.dil[d]))
-            ok = b.icmp_unsigned("<", pos, c32(self.spatial[d]))
-            valid = ok if valid is None else b.and_(valid, ok)
-            off = b.add(off, _mul(b, pos, sp[d]))
-        return off, valid
-
-    def addr(self, gb, k, n):
-        b = gb.b
-        plane = int(np.prod(self.spatial, dtype=np.int64))
-        bi, oc = self._out_coords(gb, n)
-        if self.pointwise:
-            off = b.add(_mul(b, bi, self.C * plane), self.zbase)
-            sp = contiguous_strides(self.spatial)
-            for d in range(len(self.spatial)):
-                off = b.add(off, _mul(b, oc[d], self.strides[d] * sp[d]))
-            return b.add(off, _mul(b, k, plane)), None
-        ksz = int(np.prod(self.kernel, dtype=np.int64))
-        ci = b.udiv(k, c32(ksz)) if ksz > 1 else k
-        r = b.urem(k, c32(ksz)) if ksz > 1 else c32(0)
-        off, valid = self._window(gb, bi, oc, _unravel(b, r, self.kernel))
-        return b.add(off, _mul(b, ci, plane)), valid
-
-
-class TapMajorIm2colOperand(Im2colOperand):
-    """Im2col with k ordered (kernel position, input channel): k = tap * Cg + ci.
-
-    The weights are repacked to match (OIHW -> OHWI, see `prepare_conv`). A
-    k-stage of `stage` values (stage divides Cg) then lies within one kernel
-    position, so the spatial offset and the padding test depend on the output
-    position and the stage only, and each element adds ci * plane.
-    """
-
-    def __init__(self, *args, stage: int, **kw):
-        super().__init__(*args, **kw)
-        self.stage = stage
-
-    def _tap(self, gb, tap, n):
-        """(offset of (n, tap) at channel 0, validity) for output position n and kernel position tap."""
-        bi, oc = self._out_coords(gb, n)
-        return self._window(gb, bi, oc, _unravel(gb.b, tap, self.kernel))
-
-    def addr(self, gb, k, n):
-        b = gb.b
-        plane = int(np.prod(self.spatial, dtype=np.int64))
-        base, valid = self._tap(gb, b.udiv(k, c32(self.cg)), n)
-        return b.add(base, _mul(b, b.urem(k, c32(self.cg)), plane)), valid
-
-    def stage_addr(self, gb, k0, kk, n):
-        b = gb.b
-        plane = int(np.prod(self.spatial, dtype=np.int64))
-        base, valid = self._tap(gb, b.udiv(k0, c32(self.cg)), n)
-        ci = b.add(b.urem(k0, c32(self.cg)), kk)
-        return b.add(base, _mul(b, ci, plane)), valid
 
 
 def _unravel(b, idx, dims) -> list:
@@ -358,7 +275,7 @@ def _smem_vec(gb: GpuBuilder, smem, idx, n: int):
 # ------------------------------------------------------------ emitting a GEMM with an epilogue
 
 
-def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi_store, label: str, dtypes=(np.float32, np.float32)):
+def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi_store, label: str, dtypes=(np.float32, np.float32), extra_reads=()):
     """Launch(es) of a GEMM: `make_operands(ptrs) -> (A, B)`, `epi_store(gb, ptrs, z, m, n, acc)`.
 
     `ctx.refs` (in order) are the kernel's buffers; ptrs maps each ref index to its pointer.
@@ -391,7 +308,7 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
             A, B = make_operands(gb, ptrs)
             core(gb, cfg, M, N, K, A, B, lambda gb_, z, m, n, acc, s: epi_store(gb_, ptrs, z, m, n, acc), 1, Z)
 
-        ctx.launch(name, ctx.refs, grid, cfg.threads, body, label, min_blocks=getattr(cfg, "min_blocks", 0))
+        ctx.launch(name, ctx.refs, grid, cfg.threads, body, label, extra_reads=extra_reads, min_blocks=getattr(cfg, "min_blocks", 0))
         return
     # split-K: partials [Z][split][M][N] in scratch, then a reduction kernel with the epilogue
     part = ctx.scratch(Z * split * M * N * 4)
@@ -410,7 +327,7 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
 
         core(gb, cfg, M, N, K, A, B, store_part, split, Z)
 
-    ctx.launch(name + "_splitk", refs, grid, cfg.threads, body, label + " (split-K)", extra_writes={pi}, min_blocks=getattr(cfg, "min_blocks", 0))
+    ctx.launch(name + "_splitk", refs, grid, cfg.threads, body, label + " (split-K)", extra_writes={pi}, extra_reads=extra_reads, min_blocks=getattr(cfg, "min_blocks", 0))
 
     def reduce_body(gb, ptrs):
         b = gb.b
@@ -471,164 +388,6 @@ def make_epilogue(grp, anchor, rest, out_shape, coords_of):
             store_elem(gb, env[v], ptrs[grp.index[v]], off, ref.dtype)
 
     return epi_store
-
-
-# --- convolution
-
-
-def match_conv(grp) -> bool:
-    if not grp.ops or not isinstance(grp.ops[0], g.ConvOp):
-        return False
-    conv = grp.ops[0]
-    if conv.input not in grp.leaves or conv.weight not in grp.leaves or (conv.bias is not None and conv.bias not in grp.leaves):
-        return False
-    if len(sig_of(conv.input.type).shape) < 3:
-        return False
-    return epilogue_ops(grp, conv) is not None
-
-
-def _tap_major_stage(ctx, grp) -> int:
-    """The tensor-core stage depth when this convolution gets its k ordered (kernel position, channel), else 0.
-
-    Pays when a stage of k stays within one kernel position (the channels per
-    group are a multiple of the stage) and there is more than one position;
-    needs constant weights (repacked at compile time).
-    """
-    conv = grp.ops[0]
-    xs, ws = sig_of(conv.input.type), sig_of(conv.weight.type)
-    groups = int(conv.py_attrs()["group"])
-    cout, cg = ws.shape[0], ws.shape[1]
-    ksz = int(np.prod(ws.shape[2:], dtype=np.int64))
-    kind = mma_kind(ws.dtype, xs.dtype, ctx.tf32)
-    if kind is None or ksz == 1 or conv.weight not in grp.consts or (cg == 1 and groups > 1):
-        return 0
-    out = sig_of(conv.result.type).shape
-    N = out[0] * int(np.prod(out[2:], dtype=np.int64))
-    stage = stage_depth(kind)
-    return stage if cg % stage == 0 and worth_mma(cout // groups, N, cg * ksz) else 0
-
-
-def prepare_conv(ctx, grp) -> None:
-    """Repack the weights OIHW -> OHWI for a tap-major convolution (see TapMajorIm2colOperand)."""
-    if _tap_major_stage(ctx, grp):
-        conv = grp.ops[0]
-        w = grp.consts[conv.weight]
-        packed = np.ascontiguousarray(np.moveaxis(w, 1, -1))
-        src = grp.leaves[conv.weight]
-        key = getattr(src, "key", None) or f"weight@{src.index}"  # LazyWeight, or already in the blob
-        ref = ctx.weight(packed, f"{key}.ohwi")
-        s = sig_of(conv.weight.type)
-        grp.leaves[conv.weight] = BufRef(ref.kind, ref.index, s.dtype, tuple(s.shape))  # the logical type, repacked data
-        grp.layout[conv.weight] = "ohwi"
-
-
-def emit_conv(ctx, grp) -> None:
-    conv = grp.ops[0]
-    rest = epilogue_ops(grp, conv)
-    a = conv.py_attrs()
-    xs = sig_of(conv.input.type)
-    ws = sig_of(conv.weight.type)
-    out = sig_of(conv.result.type).shape
-    groups = int(a["group"])
-    nd = len(xs.shape) - 2
-    cout, cg = ws.shape[0], ws.shape[1]
-    mg = cout // groups
-    ksz = int(np.prod(ws.shape[2:], dtype=np.int64))
-    K = cg * ksz
-    batch = xs.shape[0]
-    opl = int(np.prod(out[2:], dtype=np.int64))
-    N = batch * opl
-    strides = list(a["strides"])
-    pads = list(a["pads"])
-    dil = list(a["dilations"])
-    has_bias = conv.bias is not None
-
-    def coords_of(gb, z, m, n):
-        b = gb.b
-        co = b.add(b.mul(z, c32(mg)), m) if groups > 1 else m
-        bi = b.udiv(n, c32(opl)) if opl > 1 else n
-        p = b.urem(n, c32(opl)) if opl > 1 else c32(0)
-        return Coords(gb, out, [((0,), bi), ((1,), co), (tuple(range(2, 2 + nd)), p)])
-
-    def add_bias(gb, ptrs, coords, acc):
-        if not has_bias:
-            return acc
-        bias = load_elem(gb, ptrs[grp.index[conv.bias]], coords.coord(1), sig_of(conv.bias.type).dtype)
-        return gb.b.fadd(acc, bias)
-
-    epi = make_epilogue(grp, conv, rest, out, coords_of)
-
-    def epi_store(gb, ptrs, z, m, n, acc):
-        epi(gb, ptrs, z, m, n, acc, add_bias)
-
-    if cg == 1 and mg >= 1 and groups > 1:
-        _emit_depthwise(ctx, grp, conv, rest, epi_store, coords_of, a)
-        return
-
-    tap_major = grp.layout.get(conv.weight) == "ohwi"
-    stage = _tap_major_stage(ctx, grp) if tap_major else 0
-    assert not tap_major or stage, "weights repacked for a tap-major convolution that no longer qualifies"
-
-    def operands(gb, ptrs):
-        wv = conv.weight
-        A = StridedOperand(ptrs[grp.index[wv]], ws.dtype, K, 1, (groups,), (mg * K,))
-        args = (ptrs[grp.index[conv.input]], xs.dtype, xs.shape, out[2:], ws.shape[2:], strides, pads, dil, cg)
-        B = TapMajorIm2colOperand(*args, stage=stage) if tap_major else Im2colOperand(*args)
-        return A, B
-
-    emit_gemm(ctx, "conv", mg, N, K, groups, operands, epi_store, "conv", (ws.dtype, xs.dtype))
-
-
-def _emit_depthwise(ctx, grp, conv, rest, epi_store, coords_of, a):
-    """Direct convolution, one thread per output element (groups with one input channel each)."""
-    xs = sig_of(conv.input.type)
-    ws = sig_of(conv.weight.type)
-    out = sig_of(conv.result.type).shape
-    nd = len(xs.shape) - 2
-    groups = int(a["group"])
-    cout = ws.shape[0]
-    mg = cout // groups
-    kern = ws.shape[2:]
-    ksz = int(np.prod(kern, dtype=np.int64))
-    strides, pads, dil = list(a["strides"]), list(a["pads"]), list(a["dilations"])
-    total = int(np.prod(out, dtype=np.int64))
-    opl = int(np.prod(out[2:], dtype=np.int64))
-    plane = int(np.prod(xs.shape[2:], dtype=np.int64))
-    sp = contiguous_strides(xs.shape[2:])
-
-    def body(gb, ptrs):
-        b = gb.b
-        X = ptrs[grp.index[conv.input]]
-        W = ptrs[grp.index[conv.weight]]
-        with gb.grid_stride(total) as e:
-            co_full = b.udiv(e, c32(opl))
-            bi = b.udiv(co_full, c32(cout))
-            co = b.urem(co_full, c32(cout))
-            p = b.urem(e, c32(opl))
-            ci = b.udiv(co, c32(mg)) if mg > 1 else co
-            oc = _unravel(b, p, out[2:])
-            xbase = b.mul(b.add(b.mul(bi, c32(xs.shape[1])), ci), c32(plane))
-            wbase = b.mul(co, c32(ksz))
-            acc = cf(0.0)
-            for r in range(ksz):
-                kc = np.unravel_index(r, kern)
-                valid = None
-                off = xbase
-                for d in range(nd):
-                    pos = b.add(_mul(b, oc[d], strides[d]), c32(int(kc[d]) * dil[d] - pads[d]))
-                    ok = b.icmp_unsigned("<", pos, c32(xs.shape[2 + d]))
-                    valid = ok if valid is None else b.and_(valid, ok)
-                    off = b.add(off, _mul(b, pos, sp[d]))
-                safe = b.select(valid, off, c32(0))
-                xv = load_elem(gb, X, safe, xs.dtype)
-                wv = load_elem(gb, W, b.add(wbase, c32(r)), ws.dtype)
-                acc = gb.fma(b.select(valid, xv, cf(0.0)), wv, acc)
-            # epilogue at (batch, channel, position): z = 0, m = channel, n = batch*opl + p
-            n = b.add(b.mul(bi, c32(opl)), p)
-            epi_store(gb, ptrs, c32(0), co, n, acc)
-
-    # coords_of for depthwise takes m = full output channel: groups treated as 1
-    ctx.launch("dwconv", ctx.refs, (min(-(-total // 256), 65535 * 4), 1, 1), 256, body, "depthwise conv")
 
 
 # --- matmul / gemm
@@ -752,4 +511,4 @@ def _batch_strides(shape, strides, bshape):
     return tuple(out)
 
 
-__all__ = ["match_conv", "emit_conv", "match_matmul", "emit_matmul", "choose_tiling", "TileConfig", "emit_gemm_body"]
+__all__ = ["match_matmul", "emit_matmul", "emit_gemm", "epilogue_ops", "make_epilogue", "choose_tiling", "TileConfig", "emit_gemm_body", "Operand", "StridedOperand"]

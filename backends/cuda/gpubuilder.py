@@ -279,20 +279,21 @@ class GpuBuilder(KernelBuilder):
         base = b.ptrtoint(self._sreg_cache["shared"], I64)
         return b.trunc(b.sub(b.ptrtoint(ptr, I64), base), I32)
 
-    def cp_async16(self, dst, src, ok):
-        """Copy 16 bytes global -> shared without passing through registers (sm_80 `cp.async.cg`); zeros where not `ok`.
+    def cp_async(self, dst, src, ok, nbytes: int = 16):
+        """Copy 16 (or 8, 4) bytes global -> shared without passing through registers (sm_80 `cp.async`); zeros where not `ok`.
 
-        `dst`: a shared pointer, `src`: a global pointer, both 16-byte aligned.
+        `dst`: a shared pointer, `src`: a global pointer, both aligned to nbytes.
         The copy completes at `cp_async_wait` (then a barrier makes it visible to the block)."""
         b = self.b
         if self.mode == "nvptx":
-            size = b.select(ok, c32(16), c32(0))
-            asm = ir.InlineAsm(ir.FunctionType(VOID, [I32, src.type, I32]), "cp.async.cg.shared.global [$0], [$1], 16, $2;", "r,l,r,~{memory}", side_effect=True)
+            size = b.select(ok, c32(nbytes), c32(0))
+            cache = "cg" if nbytes == 16 else "ca"  # .cg (L2 only) takes 16-byte copies only
+            asm = ir.InlineAsm(ir.FunctionType(VOID, [I32, src.type, I32]), f"cp.async.{cache}.shared.global [$0], [$1], {nbytes}, $2;", "r,l,r,~{memory}", side_effect=True)
             b.call(asm, [self.smem_offset(dst), src, size])
             return
-        v4 = ir.VectorType(I32, 4)
-        v = b.load(b.bitcast(src, v4.as_pointer()), align=16)
-        b.store(b.select(ok, v, ir.Constant(v4, None)), b.bitcast(dst, v4.as_pointer()), align=16)
+        vt = ir.VectorType(I32, nbytes // 4)
+        v = b.load(b.bitcast(src, vt.as_pointer()), align=nbytes)
+        b.store(b.select(ok, v, ir.Constant(vt, None)), b.bitcast(dst, vt.as_pointer()), align=nbytes)
 
     def cp_async_commit(self):
         if self.mode == "nvptx":

@@ -105,7 +105,12 @@ def choose_mma_tiling(M: int, N: int, K: int, Z: int, sms: int, configs=None):
 
     for c, need in ((big, 2 * sms), (wide, 2 * sms), (mid, sms)):
         if blocks(c) >= need and waste(c) < 1.3:
-            return c, 1
+            # a long K on too few blocks to fill every multiprocessor's slots (ResNet's last 3x3
+            # convolutions at batch 32: 200 blocks for 528 slots): split K, each split at least 512 deep
+            split = 1
+            while blocks(c) * split * 2 <= sms * c.min_blocks and K >= split * 2 * 512:
+                split *= 2
+            return c, split
     split = 1
     while blocks(small) * split < sms and K >= split * 2 * 64 and split < 16:
         split *= 2

@@ -37,12 +37,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from llvmlite import ir
-
 from dsc.backends.cuda.ew import f32_to_bf16, load_elem
-from dsc.backends.cuda.gpubuilder import F32, I8, I32, GpuBuilder, c32, cf
+from dsc.backends.cuda.gpubuilder import F32, I8, GpuBuilder, c32, cf
 from dsc.backends.cuda.mma import block_tile, close_k_loop, open_k_loop
 from dsc.dialects.tensor_types import BFLOAT16
+from llvmlite import ir
 
 I16 = ir.IntType(16)
 F16 = ir.HalfType()
@@ -98,17 +97,21 @@ class _Tile:
         self.pitch = BK + PAD if self.row_k else rows + PAD
         want = BFLOAT16 if kind == "bf16" else np.dtype(np.float16)
         extent = K if self.row_k else extent_rows
-        runs = (BK if self.row_k else rows) // VEC
         self.same = np.dtype(op.dtype) == want
-        self.vec = self.same and (rows * BK) % (VEC * T) == 0 and runs > 0 and op.vectors_ok(VEC, extent)
-        self.per = rows * BK // (T * (VEC if self.vec else 1))
-        self.runs = runs
+        # copies of 16 bytes, else 8 (e.g. a stem's 4 padded channels), else elements through registers
+        self.vec = 0
+        for w in (VEC, VEC // 2):
+            runs = (BK if self.row_k else rows) // w
+            if self.same and (rows * BK) % (w * T) == 0 and runs > 0 and op.vectors_ok(w, extent):
+                self.vec, self.runs = w, runs
+                break
+        self.per = rows * BK // (T * (self.vec or 1))
 
     def piece(self, b, idx):
         """(row, kk) of piece idx: consecutive pieces walk the operand's contiguous index."""
         if self.vec:
             q, p = b.urem(idx, c32(self.runs)), b.udiv(idx, c32(self.runs))
-            q = b.mul(q, c32(VEC))
+            q = b.mul(q, c32(self.vec))
         else:
             n = BK if self.row_k else self.rows
             q, p = b.urem(idx, c32(n)), b.udiv(idx, c32(n))
@@ -163,7 +166,7 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
             safe = b.select(ok, off, c32(0))
             dst = b.gep(hs, [b.add(base, tile.sidx(b, row, kk))], inbounds=True)
             if tile.vec:
-                gb.cp_async16(dst, b.gep(tile.op.ptr, [safe], inbounds=True), ok)
+                gb.cp_async(dst, b.gep(tile.op.ptr, [safe], inbounds=True), ok, 2 * tile.vec)
                 continue
             if tile.same:  # already the shared-memory element: move the bits
                 v = b.load(b.gep(tile.op.ptr, [safe], inbounds=True))
