@@ -220,6 +220,10 @@ CONVS = {
     "grouped": dict(cin=8, cout=6, hw=6, k=3, pad=1, group=2),
     "depthwise-silu": dict(cin=6, cout=6, hw=7, k=3, pad=1, group=6, post=("Sigmoid",)),
     "depthwise-multiplier": dict(cin=3, cout=6, hw=8, k=5, stride=2, pad=2, group=3),
+    # row strips of 4 outputs: widths not a multiple of 4, stride 2, dilation, batch, residual
+    "depthwise-strips-s2-batch2": dict(cin=5, cout=5, hw=11, k=3, stride=2, pad=1, group=5, batch=2, residual=True),
+    "depthwise-strips-dilated": dict(cin=4, cout=4, hw=10, k=3, pad=2, dil=2, group=4, post=("Relu",)),
+    "depthwise-strips-5x5": dict(cin=3, cout=3, hw=9, k=5, pad=2, group=3),
     "dilated": dict(cin=4, cout=5, hw=11, k=3, pad=2, dil=2, bias=False),
     "conv1d": dict(cin=3, cout=4, hw=13, k=3, nd=1),
     "splitk": dict(cin=64, cout=32, hw=2, k=3, pad=1),

@@ -202,6 +202,29 @@ def emit_to_channels_last(ctx, src_index: int, shape, dtype, channels: int) -> i
     refs = list(ctx.refs) + [ref]
     ti = len(refs) - 1
 
+    def narrow(gb, ptrs):
+        # a few channels (a stem's image): one thread per position, reads coalesced along positions
+        b = gb.b
+        X, Y = ptrs[src_index], ptrs[ti]
+        elem = mem_type(dt)
+        zero = ir.Constant(elem, 0.0 if isinstance(elem, ir.HalfType) else 0)
+        with gb.grid_stride(batch * P) as e:
+            bi, p = b.udiv(e, c32(P)), b.urem(e, c32(P))
+            src = b.add(b.mul(bi, c32(C * P)), p)
+            vals = [b.load(b.gep(X, [b.add(src, c32(c * P))], inbounds=True)) if c < C else zero for c in range(CP)]
+            vt = ir.VectorType(elem, CP)
+            v = ir.Constant(vt, None)
+            for c, x in enumerate(vals):
+                v = b.insert_element(v, x, c32(c))
+            dst = b.gep(Y, [b.mul(e, c32(CP))], inbounds=True)
+            b.store(v, b.bitcast(dst, vt.as_pointer(dst.type.addrspace)), align=CP * dt.itemsize)
+
+    if CP <= 8:
+        total = batch * P
+        ctx.launch("to_nhwc", refs, (min(-(-total // 256), 65535), 1, 1), 256, narrow, "conv input to channels-last", extra_writes={ti})
+        ctx.refs = refs
+        return ti
+
     def body(gb, ptrs):
         b = gb.b
         X, Y = ptrs[src_index], ptrs[ti]
@@ -287,8 +310,9 @@ def _channels_last(ctx, grp) -> bool:
 
 
 def _stem_channels(ctx, grp) -> int:
-    """For a convolution with few input channels (an image stem: 3), the channels its channels-last copy gets
-    (4 or 8, the extra ones zero) so that a kernel position's channels are one 8- or 16-byte copy; else 0."""
+    """For a convolution with few input channels and a big kernel (ResNet's 7x7 stem: 3 channels, K = 147),
+    the channels its channels-last copy gets (4 or 8, the extra ones zero) so that a kernel position's
+    channels are one 8- or 16-byte copy; else 0. (A 3x3 stem's K = 27 is one k-stage either way.)"""
     conv = grp.ops[0]
     xs, ws = sig_of(conv.input.type), sig_of(conv.weight.type)
     kind = mma_kind(ws.dtype, xs.dtype, ctx.tf32)
@@ -297,7 +321,7 @@ def _stem_channels(ctx, grp) -> int:
     cin = ws.shape[1]
     ksz = int(np.prod(ws.shape[2:], dtype=np.int64))
     out = sig_of(conv.result.type).shape
-    if cin >= 8 or ksz == 1 or conv.weight not in grp.consts or not worth_mma(ws.shape[0], out[0] * int(np.prod(out[2:], dtype=np.int64)), cin * ksz):
+    if cin >= 8 or cin * ksz < 64 or conv.weight not in grp.consts or not worth_mma(ws.shape[0], out[0] * int(np.prod(out[2:], dtype=np.int64)), cin * ksz):
         return 0
     return 4 if cin <= 4 else 8
 
@@ -403,8 +427,66 @@ def emit_conv(ctx, grp) -> None:
     emit_gemm(ctx, "conv", mg, N, K, groups, operands, epi_store, label, (ws.dtype, xs.dtype), extra_reads={xi} if nhwc else ())
 
 
+DW_STRIP = 4  # outputs along a row per thread of a 2-D depthwise convolution
+
+
+def _emit_depthwise_rows(ctx, grp, conv, epi_store, a):
+    """2-D depthwise convolution: each thread computes DW_STRIP neighbouring outputs of one row, loading each
+    input of their windows once (a 3x3 stride-1 strip of 4 reads 3x6 inputs instead of 4x9)."""
+    xs, ws = sig_of(conv.input.type), sig_of(conv.weight.type)
+    out = sig_of(conv.result.type).shape
+    batch, cout, OH, OW = out
+    H, W = xs.shape[2], xs.shape[3]
+    mg = cout // int(a["group"])
+    KH, KW = ws.shape[2], ws.shape[3]
+    (sh, sw), (ph, pw), (dh, dw) = a["strides"], a["pads"][:2], a["dilations"]
+    R = DW_STRIP
+    strips = -(-OW // R)
+    total = batch * cout * OH * strips
+    span = (R - 1) * sw + (KW - 1) * dw + 1  # input columns a strip's windows cover
+
+    def body(gb, ptrs):
+        b = gb.b
+        X, Wt = ptrs[grp.index[conv.input]], ptrs[grp.index[conv.weight]]
+        with gb.grid_stride(total) as e:
+            st = b.urem(e, c32(strips))
+            row = b.udiv(e, c32(strips))  # (batch, channel, oh)
+            oh = b.urem(row, c32(OH))
+            bc = b.udiv(row, c32(OH))
+            co, bi = b.urem(bc, c32(cout)), b.udiv(bc, c32(cout))
+            ci = b.udiv(co, c32(mg)) if mg > 1 else co
+            ow0 = b.mul(st, c32(R))
+            plane = b.mul(b.add(b.mul(bi, c32(xs.shape[1])), ci), c32(H * W))
+            iw0 = b.sub(b.mul(ow0, c32(sw)), c32(pw))
+            accs = [cf(0.0)] * R
+            for kh in range(KH):
+                ih = b.add(b.sub(b.mul(oh, c32(sh)), c32(ph)), c32(kh * dh))
+                row_ok = b.icmp_unsigned("<", ih, c32(H))
+                base = b.add(plane, b.mul(ih, c32(W)))
+                xrow = []
+                for j in range(span):
+                    iw = b.add(iw0, c32(j))
+                    ok = b.and_(row_ok, b.icmp_unsigned("<", iw, c32(W)))
+                    v = load_elem(gb, X, b.select(ok, b.add(base, iw), c32(0)), xs.dtype)
+                    xrow.append(b.select(ok, v, cf(0.0)))
+                for kw in range(KW):
+                    wv = load_elem(gb, Wt, b.add(b.mul(co, c32(KH * KW)), c32(kh * KW + kw)), ws.dtype)
+                    for r in range(R):
+                        accs[r] = gb.fma(xrow[r * sw + kw * dw], wv, accs[r])
+            nrow = b.mul(b.add(b.mul(bi, c32(OH)), oh), c32(OW))  # n of (batch, oh, 0)
+            for r in range(R):
+                ow = b.add(ow0, c32(r))
+                with b.if_then(b.icmp_unsigned("<", ow, c32(OW))):
+                    epi_store(gb, ptrs, c32(0), co, b.add(nrow, ow), accs[r])
+
+    ctx.launch("dwconv", ctx.refs, (min(-(-total // 256), 65535 * 4), 1, 1), 256, body, "depthwise conv (row strips)")
+
+
 def _emit_depthwise(ctx, grp, conv, rest, epi_store, coords_of, a):
     """Direct convolution, one thread per output element (groups with one input channel each)."""
+    if len(sig_of(conv.input.type).shape) == 4 and sig_of(conv.result.type).shape[3] >= DW_STRIP:
+        _emit_depthwise_rows(ctx, grp, conv, epi_store, a)
+        return
     xs = sig_of(conv.input.type)
     ws = sig_of(conv.weight.type)
     out = sig_of(conv.result.type).shape

@@ -48,6 +48,7 @@ F16 = ir.HalfType()
 BK = 32  # k values per stage
 VEC = 8  # 16-bit values per 16-byte copy
 PAD = 8  # 16-bit values of padding per shared-memory row
+EPI_UNROLL = 8  # epilogue elements per thread and loop iteration
 
 
 @dataclass(frozen=True)
@@ -247,16 +248,19 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
                 b.store(vec, b.bitcast(p, v2.as_pointer(p.type.addrspace)), align=8)
     gb.barrier()
     checked = not (M % BM == 0 and N % BN == 0)
-    with gb.loop32(0, BM * BN // T, 1, "ep") as e:
-        idx = b.add(tid, b.mul(e, c32(T)))
-        r, c = b.udiv(idx, c32(BN)), b.urem(idx, c32(BN))
-        v = b.load(b.gep(cs, [b.add(b.mul(r, c32(LDC)), c)], inbounds=True))
-        m, n = b.add(m0, r), b.add(n0, c)
-        if checked:
-            with b.if_then(b.and_(b.icmp_signed("<", m, c32(M)), b.icmp_signed("<", n, c32(N)))):
+    per = BM * BN // T
+    unroll = min(per, EPI_UNROLL)  # independent elements per iteration: their global loads overlap
+    with gb.loop32(0, per, unroll, "ep") as e:
+        for u in range(unroll):
+            idx = b.add(tid, b.mul(b.add(e, c32(u)), c32(T)))
+            r, c = b.udiv(idx, c32(BN)), b.urem(idx, c32(BN))
+            v = b.load(b.gep(cs, [b.add(b.mul(r, c32(LDC)), c)], inbounds=True))
+            m, n = b.add(m0, r), b.add(n0, c)
+            if checked:
+                with b.if_then(b.and_(b.icmp_signed("<", m, c32(M)), b.icmp_signed("<", n, c32(N)))):
+                    epi(gb, z, m, n, v, s)
+            else:
                 epi(gb, z, m, n, v, s)
-        else:
-            epi(gb, z, m, n, v, s)
 
 
 __all__ = ["PipeConfig", "PIPE_BIG", "PIPE_WIDE", "PIPE_MID", "PIPE_SMALL", "PIPE_CONFIGS", "emit_pipelined_mma_body", "BK"]
