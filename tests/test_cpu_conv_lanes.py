@@ -147,3 +147,13 @@ def test_conv_lanes_images_share_weight_chunks(lanes, monkeypatch, part):
     mod, ins = conv_module(rng, (3, 96, 7, 7), 50, 1, 1, 0, epilogue=epilogue)
     check_native(mod, ins, group=ALL, **TOL)
     assert lanes
+
+
+@pytest.mark.parametrize("xshape,m,k,stride,pad", [((1, 32, 14, 14), 40, 3, 2, 1), ((1, 48, 14, 14), 50, 1, 2, 0), ((2, 19, 9, 9), 33, 3, 2, 1)])
+def test_conv_lanes_packed_by_gathers(lanes, monkeypatch, xshape, m, k, stride, pad):
+    """The im2col block gathered lane by lane (maps whose rows do not fit two vectors) instead of row loads and shuffles."""
+    monkeypatch.setattr(emit_conv_cl, "PACK_BY_ROWS", False)
+    rng = np.random.default_rng(18)
+    mod, ins = conv_module(rng, xshape, m, k, stride, pad)
+    check_native(mod, ins, **_tol(xshape, k, 1))
+    assert lanes

@@ -45,10 +45,13 @@ from dsc.backends.cpu.vector_ir import add, c64, const_mask, content_hash, entry
 from dsc.backends.cpu.irb import F32, I1, I32, KernelBuilder, const_i64, vec
 
 PACK_BYTES = 256 * 1024  # per-thread stack buffer for the gathered im2col block (ResNet-50 1024->2048 /2: 200 KiB)
-PART_BYTES = 128 * 1024  # per-thread stack buffer for partial sums (K blocked)
+PART_BYTES = 256 * 1024  # per-thread stack buffer for partial sums (K blocked; 3x3/2 256->256 on 14x14: 196 KiB)
 PANEL_BYTES = 24 * 1024  # a k chunk's weight panel, kept in L1 across the pixel blocks
-MAX_P = 64  # output maps up to this many pixels take this path (7x7; 14x14 fills its pixel vectors)
+MAX_P = 64  # output maps up to this many pixels take this path (7x7: 49 of 64 pixel lanes) ...
+MAX_P_LONG_K = 256  # ... and up to this many when K >= LONG_K (14x14: the scattered epilogue pays off)
+LONG_K = 512
 FORCE = None  # tests: True / False overrides the choice
+PACK_BY_ROWS = True  # tests: False packs with gathers only
 FORCE_TILE = None  # tuning: (R, Vc)
 
 
@@ -97,7 +100,8 @@ def use_channel_lanes(geo, wt, w_single_use: bool, w: int, regs: int) -> bool:
         return False
     if FORCE is not None:
         return FORCE
-    return geo.P <= MAX_P and geo.mg >= 2 * w
+    K = geo.cg * geo.T
+    return (geo.P <= MAX_P or (geo.P <= MAX_P_LONG_K and K >= LONG_K)) and geo.mg >= 2 * w
 
 
 def _plan(geo, w: int):
@@ -167,10 +171,37 @@ def emit_conv_cl(kb: KernelBuilder, geo, x_ptr, w_index: int, bias_ptr, in_ptrs,
         idx_c.append(ir_)
         msk_c.append(mr)
 
+    # an output row's inputs for one tap span (OW-1)*sw*... + 1 floats of an input row: when that
+    # fits two vectors, a row is one or two masked loads and a lane shuffle (no gather)
+    span = (geo.OW - 1) * geo.sw + 1
+    by_rows = PACK_BY_ROWS and span <= 2 * wl and geo.OH <= 32 and geo.OW <= wl
+    row_mask = const_mask(wl, geo.OW)
+
+    def pack_rows(xc, dst):
+        nvec = 1 if span <= wl else 2
+        pick = ir.Constant(vec(wl, I32), [min(i * geo.sw, nvec * wl - 1) for i in range(wl)])
+        zero = zero_vec(wl)
+        for t in range(T):
+            kh, kw = divmod(t, geo.KW)
+            iw0 = kw * geo.dw - geo.pl
+            lmask = [ir.Constant(vec(wl, I1), [1 if 0 <= iw0 + v * wl + i < geo.W and v * wl + i < span else 0 for i in range(wl)]) for v in range(nvec)]
+            for oh in range(geo.OH):
+                ih = oh * geo.sh - geo.pt + kh * geo.dh
+                at = b.add(dst, const_i64(t * Pp + oh * geo.OW))
+                if not 0 <= ih < geo.H:
+                    store_v(kb, zero, pack, at, row_mask)
+                    continue
+                parts = [load_v(kb, xc, ih * geo.W + iw0 + v * wl, wl, lmask[v], inbounds=False) for v in range(nvec)]
+                val = b.shuffle_vector(parts[0], parts[1] if nvec == 2 else zero, pick)
+                store_v(kb, val, pack, at, row_mask)
+
     def pack_block(x_img, c0, ncb):
         with kb.loop(0, ncb, 1, "pc") as c:
             xc = gep(kb, x_img, b.mul(b.add(c, c64(c0)), const_i64(geo.HW)))
             dst = b.mul(c, const_i64(T * Pp))
+            if by_rows:
+                pack_rows(xc, dst)
+                return
             for t in range(T):
                 for j in range(PV):
                     val = gather_v(kb, xc, idx_c[t][j], msk_c[t][j])
