@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -434,16 +435,14 @@ def report(r: dict) -> str:
             continue
         e = max(c.get("errors", [{}]), key=lambda x: x.get("max_abs", 0)) if c.get("errors") else {}
         lines.append(f"| {n} | {'pass' if c.get('ok') else 'FAIL'} (rtol/atol 1e-3) | {e.get('max_abs', float('nan')):.2e} | {e.get('max_ref', float('nan')):.3g} | {c.get('launches')} | {c.get('graphs')} | {c.get('run_ms', float('nan')):.3f} |")
-    lines += ["", "## Benchmark: median ms, fp32 (TF32 off) unless marked fp16 or tf32, same GPU", "", "| model | batch | dsc run (device input) | dsc run (numpy input) | dsc graph replay | dsc launches (no graph) | torch eager | torch CUDA graph | torch.compile reduce-overhead |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Benchmark: median ms, fp32 (TF32 off) unless marked fp16, bf16 or tf32, same GPU", "", "| model | batch | dsc run (device input) | dsc run (numpy input) | dsc graph replay | dsc launches (no graph) | torch eager | torch CUDA graph | torch.compile reduce-overhead |", "|---|---|---|---|---|---|---|---|---|"]
 
     def f(v):
         return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else _cell(v)[-80:])
 
     for key, b in r.get("bench", {}).items():
-        n, bs = key.rsplit("_b", 1)
-        for prec in ("fp16", "bf16", "tf32"):
-            if bs.endswith("_" + prec):
-                bs = bs[: -len(prec) - 1] + " " + prec
+        n, bs, prec = re.fullmatch(r"(.*)_b(\d+)(?:_(\w+))?", key).groups()  # resnet50_b32_bf16
+        bs += f" {prec}" if prec else ""
         d, t = b.get("dsc", {}), b.get("torch", {})
         tc = t.get("torch_compile", t.get("error") or t.get("torch_compile_note"))
         lines.append(f"| {n} | {bs} | {f(d.get('run_device_input', d.get('error')))} | {f(d.get('run_numpy_input'))} | {f(d.get('graph_replay'))} | {f(d.get('launches_no_graph'))} | {f(t.get('eager', t.get('error')))} | {f(t.get('cuda_graph'))} | {f(tc)} |")
