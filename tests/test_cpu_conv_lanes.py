@@ -117,7 +117,8 @@ def test_fused_conv_lanes_batch_norm_two_outputs(lanes):
 
 
 def test_lanes_chosen_for_small_maps():
-    """Unforced: 7x7 outputs with many channels take the path; big maps, depthwise and tiny channel counts do not."""
+    """Unforced: 7x7 outputs with many channels take the path, and 14x14 strided ones with a long K;
+    1x1 on 14x14, big maps, depthwise and tiny channel counts do not."""
     from dsc.backends.cpu.emit_conv import ConvGeom
 
     def geo(C, H, M, k, s, G=1):
@@ -128,6 +129,8 @@ def test_lanes_chosen_for_small_maps():
     assert emit_conv_cl.use_channel_lanes(geo(2048, 7, 512, 1, 1), w, True, 16, 32)
     assert emit_conv_cl.use_channel_lanes(geo(512, 14, 512, 3, 2), w, True, 16, 32)
     assert emit_conv_cl.use_channel_lanes(geo(1024, 14, 2048, 1, 2), w, True, 16, 32)
+    assert emit_conv_cl.use_channel_lanes(geo(256, 28, 256, 3, 2), w, True, 16, 32)  # 14x14 output, K = 2304
+    assert not emit_conv_cl.use_channel_lanes(geo(1024, 14, 256, 1, 1), w, True, 16, 32)  # 1x1 on 14x14
     assert not emit_conv_cl.use_channel_lanes(geo(256, 56, 64, 1, 1), w, True, 16, 32)
     assert not emit_conv_cl.use_channel_lanes(geo(64, 7, 64, 3, 1, G=64), w, True, 16, 32)
     assert not emit_conv_cl.use_channel_lanes(geo(64, 7, 8, 1, 1), w, True, 16, 32)

@@ -48,7 +48,8 @@ PACK_BYTES = 256 * 1024  # per-thread stack buffer for the gathered im2col block
 PART_BYTES = 256 * 1024  # per-thread stack buffer for partial sums (K blocked; 3x3/2 256->256 on 14x14: 196 KiB)
 PANEL_BYTES = 24 * 1024  # a k chunk's weight panel, kept in L1 across the pixel blocks
 MAX_P = 64  # output maps up to this many pixels take this path (7x7: 49 of 64 pixel lanes) ...
-MAX_P_LONG_K = 256  # ... and up to this many when K >= LONG_K (14x14: the scattered epilogue pays off)
+MAX_P_LONG_K = 256  # ... and strided/padded convs up to this many when K >= LONG_K (14x14 3x3/2; 1x1
+# convs on 14x14 stay with emit_conv: measured slower here at batch 8, even at batch 1)
 LONG_K = 512
 FORCE = None  # tests: True / False overrides the choice
 PACK_BY_ROWS = True  # tests: False packs with gathers only
@@ -100,8 +101,8 @@ def use_channel_lanes(geo, wt, w_single_use: bool, w: int, regs: int) -> bool:
         return False
     if FORCE is not None:
         return FORCE
-    K = geo.cg * geo.T
-    return (geo.P <= MAX_P or (geo.P <= MAX_P_LONG_K and K >= LONG_K)) and geo.mg >= 2 * w
+    long_k = cl_mode(geo) == "packed" and geo.cg * geo.T >= LONG_K and geo.P <= MAX_P_LONG_K
+    return (geo.P <= MAX_P or long_k) and geo.mg >= 2 * w
 
 
 def _plan(geo, w: int):
