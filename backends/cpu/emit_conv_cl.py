@@ -54,6 +54,7 @@ LONG_K = 512
 FORCE = None  # tests: True / False overrides the choice
 PACK_BY_ROWS = True  # tests: False packs with gathers only
 FORCE_TILE = None  # tuning: (R, Vc)
+IMAGE_RUN = 64  # most images a 1x1 unit's weight chunks serve
 
 
 def choose_cl_tile(P: int, mg: int, K: int, w: int, regs: int) -> tuple[int, int] | None:
@@ -137,7 +138,7 @@ def emit_conv_cl(kb: KernelBuilder, geo, x_ptr, w_index: int, bias_ptr, in_ptrs,
     pack = entry_alloca(kb, F32, cb * T * Pp, name="im2col_t") if mode == "packed" else None
     chunked = nkb > 1 or cb * T > KC
     # direct: the k chunks run over NI images at a time (their partial sums fit the buffer)
-    NI = max(1, min(geo.N, PART_BYTES // (P * NBc * 4))) if mode == "direct" else 1
+    NI = max(1, min(geo.N, IMAGE_RUN, PART_BYTES // (P * NBc * 4))) if mode == "direct" else 1
     slots = NI if mode == "direct" else (MBc if nkb > 1 else 1)
     part = entry_alloca(kb, F32, slots * P * NBc, name="partial") if chunked else None
     tail = mg - (MBc - 1) * NBc  # channels of the last channel block
