@@ -285,7 +285,7 @@ def _tap_major_stage(ctx, grp) -> int:
 
 
 def _channels_last(ctx, grp) -> bool:
-    """Whether this convolution reads a channels-last copy of its input (16-bit tensor cores only).
+    """Whether this convolution reads a channels-last copy of its input (tensor cores only).
 
     Pays when the NCHW im2col cannot be copied in 16-byte runs (kernels of
     more than one position, strided or padded 1x1s, maps whose positions are
@@ -295,7 +295,7 @@ def _channels_last(ctx, grp) -> bool:
     xs, ws = sig_of(conv.input.type), sig_of(conv.weight.type)
     a = conv.py_attrs()
     kind = mma_kind(ws.dtype, xs.dtype, ctx.tf32)
-    if kind not in ("f16", "bf16") or np.dtype(xs.dtype) != np.dtype(ws.dtype) or int(a["group"]) != 1:
+    if kind is None or np.dtype(xs.dtype) != np.dtype(ws.dtype) or int(a["group"]) != 1:
         return False
     cout, cin = ws.shape[0], ws.shape[1]
     ksz = int(np.prod(ws.shape[2:], dtype=np.int64))
@@ -316,7 +316,7 @@ def _stem_channels(ctx, grp) -> int:
     conv = grp.ops[0]
     xs, ws = sig_of(conv.input.type), sig_of(conv.weight.type)
     kind = mma_kind(ws.dtype, xs.dtype, ctx.tf32)
-    if kind not in ("f16", "bf16") or np.dtype(xs.dtype) != np.dtype(ws.dtype) or int(conv.py_attrs()["group"]) != 1:
+    if kind is None or np.dtype(xs.dtype) != np.dtype(ws.dtype) or int(conv.py_attrs()["group"]) != 1:
         return 0
     cin = ws.shape[1]
     ksz = int(np.prod(ws.shape[2:], dtype=np.int64))

@@ -22,8 +22,8 @@ The epilogue (`epi(gb, z, m, n, acc)`) is the fused chain after the GEMM
 (bias, batch norm, residual add, activation, GELU, ...) evaluated by
 `ew.eval_ops` at that output's coordinates, then stored.
 
-Depthwise convolutions (one input channel per group) are not GEMMs: a
-direct kernel computes each output from its KH×KW window.
+Convolutions build their operands in conv.py; tensor-core kernels are in
+mma_pipe.py.
 """
 
 from __future__ import annotations
@@ -31,30 +31,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from dsc.backends.cuda.ew import (
-    Coords,
-    Leaf,
-    contiguous_strides,
-    eval_ops,
-    is_ew,
-    load_elem,
-    store_elem,
-)
+from llvmlite import ir
+
+from dsc.backends.cuda.ew import Coords, Leaf, contiguous_strides, eval_ops, is_ew, load_elem, store_elem
 from dsc.backends.cuda.gpubuilder import F32, GpuBuilder, c32, cf
-from dsc.backends.cuda.mma import (
-    MMA_CONFIGS,
-    block_tile,
-    choose_mma_tiling,
-    close_k_loop,
-    emit_mma_body,
-    mma_kind,
-    open_k_loop,
-    worth_mma,
-)
+from dsc.backends.cuda.mma import block_tile, choose_mma_tiling, close_k_loop, mma_kind, open_k_loop, worth_mma
 from dsc.backends.cuda.mma_pipe import PIPE_CONFIGS, emit_pipelined_mma_body
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of
-from llvmlite import ir
 
 
 @dataclass(frozen=True)
@@ -286,16 +270,13 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
         return
     kind = mma_kind(*dtypes, ctx.tf32) if worth_mma(M, N, K) else None
     if kind is not None:
-        pipelined = kind != "tf32"  # 16-bit inputs: cp.async + ldmatrix (mma_pipe.py)
-        configs = PIPE_CONFIGS if pipelined else MMA_CONFIGS
-        cfg, split = choose_mma_tiling(M, N, K, Z, ctx.sms, configs)
+        cfg, split = choose_mma_tiling(M, N, K, Z, ctx.sms, PIPE_CONFIGS)
         label += f" ({kind} tensor cores)"
-        mma_body = emit_pipelined_mma_body if pipelined else emit_mma_body
 
         def core(gb, cfg, M, N, K, A, B, epi, split, nz):
-            mma_body(gb, cfg, M, N, K, A, B, epi, split, nz, kind)
+            emit_pipelined_mma_body(gb, cfg, M, N, K, A, B, epi, split, nz, kind)
 
-        fallback = configs[0]
+        fallback = PIPE_CONFIGS[0]
     else:
         cfg, split = choose_tiling(M, N, K, Z, ctx.sms)
         core, fallback = emit_gemm_body, CONFIGS[0]

@@ -220,8 +220,8 @@ class GpuBuilder(KernelBuilder):
 
         def words(x):
             """The k-values of one 32-bit word as f32: two halves (f16) or one tf32."""
-            if kind == "tf32":
-                return [bld.bitcast(x, F32)]
+            if kind == "tf32":  # the tensor cores read a tf32 as an f32's top 19 bits (raw f32 bits: truncated)
+                return [bld.bitcast(bld.and_(x, c32(-0x2000)), F32)]
             if kind == "bf16":  # a bfloat16 is the high half of an f32
                 return [bld.bitcast(bld.shl(x, c32(16)), F32), bld.bitcast(bld.and_(x, c32(-0x10000)), F32)]
             lo = bld.bitcast(bld.trunc(x, ir.IntType(16)), ir.HalfType())

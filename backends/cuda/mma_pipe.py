@@ -1,27 +1,33 @@
-"""Tensor-core GEMM for 16-bit inputs (f16, bf16): a multi-stage `cp.async` pipeline, `ldmatrix` fragments.
+"""Tensor-core GEMM: a multi-stage `cp.async` pipeline, `ldmatrix` fragments, `mma.sync`.
 
-    C[z][m, n] = Σ_k A(z, m, k) · B(z, k, n),   f32 accumulators, m16n8k16 MMAs
+    C[z][m, n] = Σ_k A(z, m, k) · B(z, k, n),   f32 accumulators
 
-The same operands, grid, block tiles and split-K as mma.py's kernel (which
-keeps tf32); what changes is how data reaches the tensor cores:
+m16n8k16 for f16 / bf16 operands, m16n8k8 for tf32 (float32 operands with
+`--tf32`). Operands are gemm.py's (strided views) and conv.py's (implicit
+im2col, NCHW or a channels-last copy); grid, block tiles and split-K as
+chosen by mma.choose_mma_tiling.
 
-* Shared memory holds `stages` k-tiles of BK = 32 values. Each operand tile
-  is stored in the orientation of its memory: [row][k] when the operand is
-  contiguous along k (weights, row-major activations), [k][row] when it is
+* Shared memory holds `stages` k-tiles of 64 bytes of k per row (BK = 32
+  16-bit values or 16 tf32). Each operand tile is stored in the orientation
+  of its memory: [row][k] when the operand is contiguous along k (weights,
+  row-major activations, channels-last im2col), [k][row] when it is
   contiguous along its row index (an NCHW image read by a 1x1 convolution,
-  row-major B of a matmul). Rows are padded by 16 bytes, so the eight
-  16-byte rows an `ldmatrix` phase reads fall in distinct banks.
-* Operands whose 16-byte runs are contiguous and aligned (`vectors_ok`) are
-  copied global -> shared by `cp.async` (no registers, zero-filled past the
-  edges), `stages - 1` tiles ahead of the math. Others (im2col of a 3x3
-  convolution in NCHW, K not a multiple of 8) are loaded into registers one
-  tile ahead and stored after the tile's math.
-* Fragments come from `ldmatrix.x4` (plain for [row][k], `.trans` for
-  [k][row]): one instruction per 16x16 piece of A or two 8-column tiles of B.
+  row-major B of a matmul). Rows are padded so that fragment reads fall in
+  distinct banks.
+* Operands whose 16-byte (or 8-byte) runs are contiguous and aligned
+  (`vectors_ok`) are copied global -> shared by `cp.async` (no registers,
+  zero-filled past the edges), `stages - 1` tiles ahead of the math. Others
+  (the NCHW im2col of a 3x3 convolution, K not a multiple of 8) are loaded
+  into registers one tile ahead and stored after the tile's math.
+* Fragments come from `ldmatrix.x4` (plain for [row][k], `.trans` for a
+  16-bit [k][row]; 32-bit [k][row] data is read word by word). tf32
+  fragments are rounded to nearest (cp.async copies raw f32 bits, which the
+  tensor cores would truncate).
 * The epilogue goes through shared memory: the warps write their
   accumulators to a [BM][BN] f32 tile, then consecutive threads take
-  consecutive n, so the fused epilogue's loads and stores are coalesced
-  along the output's contiguous dimension.
+  consecutive n (8 per loop iteration, so their loads overlap), so the fused
+  epilogue's loads and stores are coalesced along the output's contiguous
+  dimension.
 
 The loop (S = stages, one barrier per k-tile):
 
@@ -38,17 +44,47 @@ from dataclasses import dataclass
 
 import numpy as np
 from dsc.backends.cuda.ew import f32_to_bf16, load_elem
-from dsc.backends.cuda.gpubuilder import F32, I8, GpuBuilder, c32, cf
+from dsc.backends.cuda.gpubuilder import F32, I8, I32, GpuBuilder, c32, cf
 from dsc.backends.cuda.mma import block_tile, close_k_loop, open_k_loop
 from dsc.dialects.tensor_types import BFLOAT16
 from llvmlite import ir
 
 I16 = ir.IntType(16)
 F16 = ir.HalfType()
-BK = 32  # k values per stage
-VEC = 8  # 16-bit values per 16-byte copy
-PAD = 8  # 16-bit values of padding per shared-memory row
 EPI_UNROLL = 8  # epilogue elements per thread and loop iteration
+ROW_BYTES = 64  # bytes of k per shared-memory row and stage: 32 16-bit values or 16 tf32
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Element size dependent shapes: k values per stage (BK) and per MMA, padding, copy width."""
+
+    eb: int  # bytes per element in shared memory
+
+    @property
+    def BK(self) -> int:
+        return ROW_BYTES // self.eb
+
+    @property
+    def kstep(self) -> int:  # k per MMA: m16n8k16 (16-bit) or m16n8k8 (tf32)
+        return 32 // self.eb
+
+    @property
+    def vec(self) -> int:  # elements per 16-byte copy
+        return 16 // self.eb
+
+    def pad(self, row_k: bool) -> int:
+        """Elements of padding per row: [row][k] rows of 80 bytes; [k][row] rows of 32-bit data padded by 8
+        words (a fragment's scalar reads (k = t, row = g) then hit 32 banks), 16-bit by 8 values (ldmatrix)."""
+        return 16 // self.eb if row_k or self.eb == 2 else 8
+
+    def tile_bytes(self, rows: int) -> int:
+        """One stage of one operand, the larger of its two orientations."""
+        return self.eb * max(rows * (self.BK + self.pad(True)), self.BK * (rows + self.pad(False)))
+
+
+def geometry(kind: str) -> Geometry:
+    return Geometry(4 if kind == "tf32" else 2)
 
 
 @dataclass(frozen=True)
@@ -68,17 +104,11 @@ class PipeConfig:
     def threads(self) -> int:
         return 32 * self.warps
 
-    def tile_bytes(self, rows: int) -> int:
-        """One stage of one operand, the larger of its two orientations."""
-        return 2 * max(rows * (BK + PAD), BK * (rows + PAD))
+    def stage_bytes(self, geo: Geometry) -> int:
+        return geo.tile_bytes(self.BM) + geo.tile_bytes(self.BN)
 
-    @property
-    def stage_bytes(self) -> int:
-        return self.tile_bytes(self.BM) + self.tile_bytes(self.BN)
-
-    @property
-    def smem_bytes(self) -> int:
-        return max(self.stages * self.stage_bytes, 4 * self.BM * (self.BN + PAD))
+    def smem_bytes(self, geo: Geometry) -> int:
+        return max(self.stages * self.stage_bytes(geo), 4 * self.BM * (self.BN + 8))
 
 
 PIPE_BIG = PipeConfig(128, 128, 64, 32, stages=3)
@@ -92,16 +122,18 @@ class _Tile:
     """How one operand's k-tile travels: orientation in shared memory and copy scheme."""
 
     def __init__(self, op, rows: int, limit: int, k_major_rows: bool, kind: str, T: int, extent_rows: int, K: int):
+        geo = geometry(kind)
+        BK = self.BK = geo.BK
         self.op, self.rows, self.limit, self.a_side = op, rows, limit, k_major_rows
         # [row][k] when the operand is contiguous along k, else [k][row]
         self.row_k = (op.contig == 1) == k_major_rows
-        self.pitch = BK + PAD if self.row_k else rows + PAD
-        want = BFLOAT16 if kind == "bf16" else np.dtype(np.float16)
+        self.pitch = BK + geo.pad(True) if self.row_k else rows + geo.pad(False)
+        want = {"bf16": BFLOAT16, "f16": np.dtype(np.float16), "tf32": np.dtype(np.float32)}[kind]
         extent = K if self.row_k else extent_rows
         self.same = np.dtype(op.dtype) == want
         # copies of 16 bytes, else 8 (e.g. a stem's 4 padded channels), else elements through registers
         self.vec = 0
-        for w in (VEC, VEC // 2):
+        for w in (geo.vec, geo.vec // 2):
             runs = (BK if self.row_k else rows) // w
             if self.same and (rows * BK) % (w * T) == 0 and runs > 0 and op.vectors_ok(w, extent):
                 self.vec, self.runs = w, runs
@@ -114,7 +146,7 @@ class _Tile:
             q, p = b.urem(idx, c32(self.runs)), b.udiv(idx, c32(self.runs))
             q = b.mul(q, c32(self.vec))
         else:
-            n = BK if self.row_k else self.rows
+            n = self.BK if self.row_k else self.rows
             q, p = b.urem(idx, c32(n)), b.udiv(idx, c32(n))
         return (p, q) if self.row_k else (q, p)
 
@@ -128,20 +160,23 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
     b = gb.b
     T, S = cfg.threads, cfg.stages
     BM, BN, WM, WN = cfg.BM, cfg.BN, cfg.WM, cfg.WN
-    half = F16 if kind == "f16" else I16
+    geo = geometry(kind)
+    BK, KS = geo.BK, geo.kstep
+    elem = {"f16": F16, "bf16": I16, "tf32": I32}[kind]  # the shared-memory element
     MT, NT = WM // 16, WN // 8
     tid = gb.tid()
     lane = b.and_(tid, c32(31))
     warp = b.lshr(tid, c32(5))
+    g, t = b.lshr(lane, c32(2)), b.and_(lane, c32(3))  # an MMA fragment's row and column group
     wcols = BN // WN
     wm = b.udiv(warp, c32(wcols))
     wn = b.urem(warp, c32(wcols))
     m0, n0, z, s, k_lo, k_hi = block_tile(gb, BM, BN, BK, K, split, A, B)
-    smem = gb.shared(I8, cfg.smem_bytes, "pipe")
-    hs = b.bitcast(smem, half.as_pointer(smem.type.addrspace))
+    smem = gb.shared(I8, cfg.smem_bytes(geo), "pipe")
+    hs = b.bitcast(smem, elem.as_pointer(smem.type.addrspace))
     ta = _Tile(A, BM, M, True, kind, T, M, K)
     tb = _Tile(B, BN, N, False, kind, T, N, K)
-    a_elems, b_elems = cfg.tile_bytes(BM) // 2, cfg.tile_bytes(BN) // 2
+    a_elems, b_elems = geo.tile_bytes(BM) // geo.eb, geo.tile_bytes(BN) // geo.eb
     stage_elems = a_elems + b_elems
 
     def tile_base(stage, which):
@@ -151,6 +186,8 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
     def element(v):
         if kind == "f16":
             return b.fptrunc(v, F16) if v.type != F16 else v
+        if kind == "tf32":
+            return gb.to_tf32(v)
         return f32_to_bf16(gb, v)
 
     def issue(tile: _Tile, r0, k0, base):
@@ -167,11 +204,11 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
             safe = b.select(ok, off, c32(0))
             dst = b.gep(hs, [b.add(base, tile.sidx(b, row, kk))], inbounds=True)
             if tile.vec:
-                gb.cp_async(dst, b.gep(tile.op.ptr, [safe], inbounds=True), ok, 2 * tile.vec)
+                gb.cp_async(dst, b.gep(tile.op.ptr, [safe], inbounds=True), ok, geo.eb * tile.vec)  # tf32: raw f32 bits
                 continue
-            if tile.same:  # already the shared-memory element: move the bits
+            if tile.same and kind != "tf32":  # already the shared-memory element: move the bits
                 v = b.load(b.gep(tile.op.ptr, [safe], inbounds=True))
-                v = b.select(ok, v, ir.Constant(half, 0.0 if kind == "f16" else 0))
+                v = b.select(ok, v, ir.Constant(elem, 0.0 if kind == "f16" else 0))
             else:
                 v = load_elem(gb, tile.op.ptr, safe, tile.op.dtype)
                 if v.type != F32:
@@ -202,41 +239,61 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
     gb.barrier()
     ahead = b.urem(b.add(kt, c32(S - 1)), c32(S))
     regs = issue_stage(ahead, b.add(k0, c32((S - 1) * BK)))
-    # fragments: lane l addresses row (l % 8) of matrix l / 8
+    # fragments: ldmatrix.x4, lane l addressing row (l % 8) of matrix l / 8; for tf32 in [k][row] (no
+    # transposing ldmatrix for 32-bit data) single 32-bit reads at (k = t (+4), row = g (+8))
     r8, j8 = b.and_(lane, c32(7)), b.lshr(lane, c32(3))
     j_lo, j_hi = b.and_(j8, c32(1)), b.lshr(j8, c32(1))
     acc = [[list(accs[i][j]) for j in range(NT)] for i in range(MT)]
     abase, bbase = tile_base(cur, 0), tile_base(cur, 1)
-    for ks in range(BK // 16):
+    half_k = KS // 2  # k of one 8x8 matrix of 16-bit values (4 words)
+    words = b.bitcast(hs, I32.as_pointer(hs.type.addrspace))
+
+    def word_at(base, tile, row, kk):
+        return b.load(b.gep(words, [b.add(base, tile.sidx(b, row, kk))], inbounds=True))
+
+    for ks in range(BK // KS):
         afr = []
         for i in range(MT):
             mrow = b.add(b.mul(wm, c32(WM)), c32(16 * i))
-            if ta.row_k:  # matrices (rows +0/+8 by j_lo, k +0/+8 by j_hi)
-                row, kk = b.add(mrow, b.add(r8, b.shl(j_lo, c32(3)))), b.add(c32(16 * ks), b.shl(j_hi, c32(3)))
+            if ta.row_k:  # matrices (rows +0/+8 by j_lo, k +0/+half by j_hi)
+                row, kk = b.add(mrow, b.add(r8, b.shl(j_lo, c32(3)))), b.add(c32(KS * ks), b.mul(j_hi, c32(half_k)))
+            elif kind == "tf32":  # [k][m]: a = A(g, t), A(g+8, t), A(g, t+4), A(g+8, t+4)
+                k_ = b.add(c32(KS * ks), t)
+                m_ = b.add(mrow, g)
+                afr.append([word_at(abase, ta, m_, k_), word_at(abase, ta, b.add(m_, c32(8)), k_), word_at(abase, ta, m_, b.add(k_, c32(4))), word_at(abase, ta, b.add(m_, c32(8)), b.add(k_, c32(4)))])
+                continue
             else:  # [k][m], transposed: matrix j covers m +8*j_lo, k +8*j_hi
-                row, kk = b.add(mrow, b.shl(j_lo, c32(3))), b.add(c32(16 * ks), b.add(r8, b.shl(j_hi, c32(3))))
+                row, kk = b.add(mrow, b.shl(j_lo, c32(3))), b.add(c32(KS * ks), b.add(r8, b.shl(j_hi, c32(3))))
             afr.append(gb.ldmatrix_x4(b.gep(hs, [b.add(abase, ta.sidx(b, row, kk))], inbounds=True), trans=not ta.row_k))
         bfr = []
         for jj in range(0, NT, 2):
             ncol = b.add(b.mul(wn, c32(WN)), c32(8 * jj))
-            if tb.row_k:  # [n][k]: matrix j covers n-tile jj + j_hi, k +8*j_lo
-                row, kk = b.add(ncol, b.add(r8, b.shl(j_hi, c32(3)))), b.add(c32(16 * ks), b.shl(j_lo, c32(3)))
+            if tb.row_k:  # [n][k]: matrix j covers n-tile jj + j_hi, k +half by j_lo
+                row, kk = b.add(ncol, b.add(r8, b.shl(j_hi, c32(3)))), b.add(c32(KS * ks), b.mul(j_lo, c32(half_k)))
+            elif kind == "tf32":  # [k][n]: b = B(t, g), B(t+4, g)
+                k_ = b.add(c32(KS * ks), t)
+                for d in (0, 8):
+                    n_ = b.add(ncol, b.add(g, c32(d)))
+                    bfr.append([word_at(bbase, tb, n_, k_), word_at(bbase, tb, n_, b.add(k_, c32(4)))])
+                continue
             else:  # [k][n], transposed
-                row, kk = b.add(ncol, b.shl(j_hi, c32(3))), b.add(c32(16 * ks), b.add(r8, b.shl(j_lo, c32(3))))
+                row, kk = b.add(ncol, b.shl(j_hi, c32(3))), b.add(c32(KS * ks), b.add(r8, b.shl(j_lo, c32(3))))
             q = gb.ldmatrix_x4(b.gep(hs, [b.add(bbase, tb.sidx(b, row, kk))], inbounds=True), trans=not tb.row_k)
             bfr += [q[0:2], q[2:4]]
+        if kind == "tf32":  # cp.async brought raw f32 bits: round each fragment word to tf32 (as cvt.rna)
+            afr = [[gb.to_tf32(b.bitcast(w, F32)) for w in fr] for fr in afr]
+            bfr = [[gb.to_tf32(b.bitcast(w, F32)) for w in fr] for fr in bfr]
         for i in range(MT):
             for j in range(NT):
                 acc[i][j] = gb.mma(kind, afr[i], bfr[j], acc[i][j])
     store_regs(regs)
     close_k_loop(gb, loop, b.add(k0, c32(BK)), [v for i in range(MT) for j in range(NT) for v in acc[i][j]])
 
-    # epilogue through shared memory: accumulators -> Cs[BM][BN + PAD] -> consecutive n per thread
+    # epilogue through shared memory: accumulators -> Cs[BM][BN + 8] -> consecutive n per thread
     gb.cp_async_wait(0)
     gb.barrier()
     cs = b.bitcast(smem, F32.as_pointer(smem.type.addrspace))
-    LDC = BN + PAD
-    g, t = b.lshr(lane, c32(2)), b.and_(lane, c32(3))
+    LDC = BN + 8
     for i in range(MT):
         for j in range(NT):
             for h in range(2):
@@ -263,4 +320,4 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
                 epi(gb, z, m, n, v, s)
 
 
-__all__ = ["PipeConfig", "PIPE_BIG", "PIPE_WIDE", "PIPE_MID", "PIPE_SMALL", "PIPE_CONFIGS", "emit_pipelined_mma_body", "BK"]
+__all__ = ["PipeConfig", "PIPE_BIG", "PIPE_WIDE", "PIPE_MID", "PIPE_SMALL", "PIPE_CONFIGS", "emit_pipelined_mma_body", "geometry"]
