@@ -102,6 +102,8 @@ def use_channel_lanes(geo, wt, w_single_use: bool, w: int, regs: int) -> bool:
         return False
     if FORCE is not None:
         return FORCE
+    if w < 16:  # tuned with AVX-512 (native scatters and gathers); AVX2 and NEON keep emit_conv
+        return False
     long_k = cl_mode(geo) == "packed" and geo.cg * geo.T >= LONG_K and geo.P <= MAX_P_LONG_K
     return (geo.P <= MAX_P or long_k) and geo.mg >= 2 * w
 
