@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -126,7 +127,7 @@ class Group:
     consts: dict  # SSAValue -> np.ndarray
     outputs: dict  # SSAValue -> BufRef (insertion ordered)
     index: dict = field(default_factory=dict)  # SSAValue -> kernel parameter position
-    layout: dict = field(default_factory=dict)  # SSAValue -> how an emitter's `prepare` repacked a constant leaf
+    layout: dict = field(default_factory=dict)  # SSAValue -> how a leaf or output is stored, if not as its type says ("ohwi" weights, "nhwc" activations)
 
 
 @dataclass(eq=False)
@@ -271,7 +272,9 @@ def emit_group(ctx: EmitCtx, grp: Group) -> None:
             data.emit_copy(ctx, have, ref, "copy")
 
 
-def emit_gpu_kernel(ctx: EmitCtx, kop: k.FusedOp, ins: list[BufRef], outs: list[BufRef], in_consts: list, weight_ref) -> None:
+def kernel_group(kop: k.FusedOp, ins: list, outs: list, in_consts: list, weight_ref) -> tuple[Group, list]:
+    """The Group of a GPU kernel.fused (body args -> `ins`, yielded values -> `outs`), and the (value, ref)
+    outputs that are plain copies of a leaf or of another output."""
     body = kop.body.block
     leaves, consts = {}, {}
     for a, ref, c in zip(body.args, ins, in_consts):
@@ -291,7 +294,39 @@ def emit_gpu_kernel(ctx: EmitCtx, kop: k.FusedOp, ins: list[BufRef], outs: list[
             copies.append((v, ref))
         else:
             outputs[v] = ref
-    grp = Group(ops, leaves, consts, outputs)
+    return Group(ops, leaves, consts, outputs), copies
+
+
+def channels_last_values(gpu_kernels: list, tf32: bool) -> set:
+    """Activations to store channels-last ([batch][position][channel]): outputs of GEMM convolutions that
+    are read only as the input of convolutions that read a channels-last copy (conv.py's `_channels_last`),
+    which then need no copy. ResNet's 1x1 -> 3x3 pairs."""
+    groups = {kop: kernel_group(kop, ins, outs, consts, lambda op: None)[0] for kop, ins, outs, consts in gpu_kernels}
+    ctx = SimpleNamespace(tf32=tf32)
+    found = set()
+    for kop, grp in groups.items():
+        if not conv.writes_channels_last(grp):
+            continue
+        yields = list(kop.body.block.last_op.operands)
+        for i, v in enumerate(kop.outputs):
+            users = [u.operation for u in v.uses]
+            if yields[i] not in grp.outputs or yields.count(yields[i]) > 1 or not users:
+                continue
+            if all(u in groups and conv.reads_channels_last(ctx, groups[u], u.body.block.args[u.operands.index(v)]) for u in users):
+                found.add(v)
+    return found
+
+
+def emit_gpu_kernel(ctx: EmitCtx, kop: k.FusedOp, ins: list[BufRef], outs: list[BufRef], in_consts: list, weight_ref, nhwc: set = frozenset()) -> None:
+    grp, copies = kernel_group(kop, ins, outs, in_consts, weight_ref)
+    ops, leaves, outputs = grp.ops, grp.leaves, grp.outputs
+    body = kop.body.block
+    for a, v in zip(body.args, kop.inputs):
+        if v in nhwc:
+            grp.layout[a] = "nhwc"
+    for y, v in zip(body.last_op.operands, kop.outputs):
+        if v in nhwc:
+            grp.layout[y] = "nhwc"
     for _name, matches, emit, prepare in PREPARE:
         if ops and matches(grp):
             prepare(ctx, grp)  # may replace constant leaves by repacked ones
@@ -412,9 +447,10 @@ class HeteroCodegen(Codegen):
         per_kernel = []
         scratch = 0
         base = _align(self.gpu_arena_planned)
+        nhwc = channels_last_values(self.gpu_kernels, self.gpu.tf32)
         for n, (kop, ins, outs, consts) in enumerate(self.gpu_kernels):
             ctx = EmitCtx(gms[n % len(gms)], self.gpu, kop.sym_name.data, base, self.weights)
-            emit_gpu_kernel(ctx, kop, ins, outs, consts, self._weight_ref)
+            emit_gpu_kernel(ctx, kop, ins, outs, consts, self._weight_ref, nhwc)
             per_kernel.append(ctx.launches)
             scratch = max(scratch, ctx.scratch_top - base)
         return gms, per_kernel, base + scratch

@@ -309,6 +309,26 @@ def _channels_last(ctx, grp) -> bool:
     return not nchw_vectors
 
 
+def writes_channels_last(grp) -> bool:
+    """Whether this group is a GEMM convolution, whose outputs can be stored channels-last."""
+    if not match_conv(grp):
+        return False
+    conv = grp.ops[0]
+    ws = sig_of(conv.weight.type)
+    return len(sig_of(conv.result.type).shape) >= 3 and not (ws.shape[1] == 1 and int(conv.py_attrs()["group"]) > 1)
+
+
+def reads_channels_last(ctx, grp, arg) -> bool:
+    """Whether this group reads `arg` (a leaf) only as the input of a convolution that reads a
+    channels-last copy of it (so a producer may store it channels-last instead)."""
+    if not match_conv(grp):
+        return False
+    conv = grp.ops[0]
+    if conv.input is not arg or any(u.operation is not conv or u.index != 0 for u in arg.uses):
+        return False
+    return _channels_last(ctx, grp) and not _stem_channels(ctx, grp)
+
+
 def _stem_channels(ctx, grp) -> int:
     """For a convolution with few input channels and a big kernel (ResNet's 7x7 stem: 3 channels, K = 147),
     the channels its channels-last copy gets (4 or 8, the extra ones zero) so that a kernel position's
@@ -408,11 +428,14 @@ def emit_conv(ctx, grp) -> None:
     assert not tap_major or stage, "weights repacked for a tap-major convolution that no longer qualifies"
     stem = _stem_channels(ctx, grp) if layout and layout.startswith("ohwi") and layout != "ohwi" else 0
     assert stem == (int(layout[4:]) if stem else 0), "weights repacked for a stem that no longer qualifies"
+    stored_nhwc = grp.layout.get(conv.input) == "nhwc"  # the producer wrote it channels-last
+    assert not stored_nhwc or (_channels_last(ctx, grp) and not stem), "a channels-last input for a convolution that reads NCHW"
     nhwc = bool(stem) or _channels_last(ctx, grp)
     channels = stem or cg
     if stem:
         K = _stem_k(ksz, stem)
-    xi = emit_to_channels_last(ctx, grp.index[conv.input], xs.shape, xs.dtype, channels) if nhwc else grp.index[conv.input]
+    copy = nhwc and not stored_nhwc
+    xi = emit_to_channels_last(ctx, grp.index[conv.input], xs.shape, xs.dtype, channels) if copy else grp.index[conv.input]
 
     def operands(gb, ptrs):
         wv = conv.weight
@@ -424,7 +447,10 @@ def emit_conv(ctx, grp) -> None:
         return A, B
 
     label = "conv (channels-last input)" if nhwc else "conv"
-    emit_gemm(ctx, "conv", mg, N, K, groups, operands, epi_store, label, (ws.dtype, xs.dtype), extra_reads={xi} if nhwc else ())
+    m_fastest = any(grp.layout.get(v) == "nhwc" for v in grp.outputs)
+    if m_fastest:
+        label += " (channels-last output)"
+    emit_gemm(ctx, "conv", mg, N, K, groups, operands, epi_store, label, (ws.dtype, xs.dtype), extra_reads={xi} if copy else (), m_fastest=m_fastest)
 
 
 DW_STRIP = 4  # outputs along a row per thread of a 2-D depthwise convolution
@@ -538,4 +564,4 @@ def _emit_depthwise(ctx, grp, conv, rest, epi_store, coords_of, a):
 
 
 
-__all__ = ["ChannelsLastIm2colOperand", "Im2colOperand", "TapMajorIm2colOperand", "emit_conv", "emit_to_channels_last", "match_conv", "prepare_conv"]
+__all__ = ["ChannelsLastIm2colOperand", "Im2colOperand", "TapMajorIm2colOperand", "emit_conv", "emit_to_channels_last", "match_conv", "prepare_conv", "reads_channels_last", "writes_channels_last"]

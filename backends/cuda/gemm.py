@@ -259,8 +259,11 @@ def _smem_vec(gb: GpuBuilder, smem, idx, n: int):
 # ------------------------------------------------------------ emitting a GEMM with an epilogue
 
 
-def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi_store, label: str, dtypes=(np.float32, np.float32), extra_reads=()):
+def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi_store, label: str, dtypes=(np.float32, np.float32), extra_reads=(), m_fastest: bool = False):
     """Launch(es) of a GEMM: `make_operands(ptrs) -> (A, B)`, `epi_store(gb, ptrs, z, m, n, acc)`.
+
+    `m_fastest`: the output is contiguous along m (a channels-last convolution output): the
+    tensor-core epilogue and the split-K sum walk m fastest.
 
     `ctx.refs` (in order) are the kernel's buffers; ptrs maps each ref index to its pointer.
     `dtypes`: the element types of A and B, which pick tensor cores (mma.py) or
@@ -274,7 +277,7 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
         label += f" ({kind} tensor cores)"
 
         def core(gb, cfg, M, N, K, A, B, epi, split, nz):
-            emit_pipelined_mma_body(gb, cfg, M, N, K, A, B, epi, split, nz, kind)
+            emit_pipelined_mma_body(gb, cfg, M, N, K, A, B, epi, split, nz, kind, m_fastest=m_fastest and split == 1)
 
         fallback = PIPE_CONFIGS[0]
     else:
@@ -316,8 +319,11 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
         with gb.grid_stride(Z * M * N) as e:
             z = b.udiv(e, c32(M * N)) if Z > 1 else c32(0)
             mn = b.urem(e, c32(M * N)) if Z > 1 else e
-            m = b.udiv(mn, c32(N))
-            n = b.urem(mn, c32(N))
+            if m_fastest:  # consecutive threads write consecutive m
+                m, n = b.urem(mn, c32(M)), b.udiv(mn, c32(M))
+                mn = b.add(b.mul(m, c32(N)), n)
+            else:
+                m, n = b.udiv(mn, c32(N)), b.urem(mn, c32(N))
             base = b.add(b.mul(b.mul(z, c32(split)), c32(M * N)), mn)
             acc = b.load(b.gep(P, [base], inbounds=True))
             for s in range(1, split):
@@ -354,8 +360,16 @@ def _leaves_for(grp, values, ptr_of):
     return {v: Leaf(ptr_of(v), sig_of(v.type).shape, sig_of(v.type).dtype) for v in values}
 
 
+def channels_last_strides(shape) -> list:
+    """Strides of a [batch][channel][positions...] tensor stored [batch][positions...][channel]."""
+    c = shape[1]
+    sp = [s * c for s in contiguous_strides(shape[2:])]
+    return [c * int(np.prod(shape[2:], dtype=np.int64)), 1, *sp]
+
+
 def make_epilogue(grp, anchor, rest, out_shape, coords_of):
-    """epi_store(gb, ptrs, z, m, n, acc): the anchor's value acc at (z, m, n) through `rest`, stored."""
+    """epi_store(gb, ptrs, z, m, n, acc): the anchor's value acc at (z, m, n) through `rest`, stored
+    (outputs marked "nhwc" in grp.layout channels-last)."""
     outs = list(grp.outputs)
 
     def epi_store(gb, ptrs, z, m, n, acc, extra=None):
@@ -363,9 +377,9 @@ def make_epilogue(grp, anchor, rest, out_shape, coords_of):
         env = {anchor.results[0]: acc if extra is None else extra(gb, ptrs, coords, acc)}
         leaves = {v: Leaf(ptrs[grp.index[v]], sig_of(v.type).shape, sig_of(v.type).dtype) for v in grp.leaves}
         eval_ops(gb, rest, env, leaves, coords, grp.consts)
-        off = coords.flat()
         for v in outs:
             ref = grp.outputs[v]
+            off = coords.offset(channels_last_strides(coords.shape)) if grp.layout.get(v) == "nhwc" else coords.flat()
             store_elem(gb, env[v], ptrs[grp.index[v]], off, ref.dtype)
 
     return epi_store
@@ -492,4 +506,4 @@ def _batch_strides(shape, strides, bshape):
     return tuple(out)
 
 
-__all__ = ["match_matmul", "emit_matmul", "emit_gemm", "epilogue_ops", "make_epilogue", "choose_tiling", "TileConfig", "emit_gemm_body", "Operand", "StridedOperand"]
+__all__ = ["channels_last_strides", "match_matmul", "emit_matmul", "emit_gemm", "epilogue_ops", "make_epilogue", "choose_tiling", "TileConfig", "emit_gemm_body", "Operand", "StridedOperand"]

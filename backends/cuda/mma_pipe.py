@@ -155,8 +155,10 @@ class _Tile:
         return b.add(b.mul(row, c32(self.pitch)), kk) if self.row_k else b.add(b.mul(kk, c32(self.pitch)), row)
 
 
-def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: int, A, B, epi, split: int, nz: int, kind: str):
-    """The body of a pipelined tensor-core GEMM kernel; grid = (ceil(N/BN), ceil(M/BM), nz*split), cfg.threads threads."""
+def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: int, A, B, epi, split: int, nz: int, kind: str, m_fastest: bool = False):
+    """The body of a pipelined tensor-core GEMM kernel; grid = (ceil(N/BN), ceil(M/BM), nz*split), cfg.threads threads.
+
+    `m_fastest`: consecutive threads of the epilogue take consecutive m (an output contiguous along m)."""
     b = gb.b
     T, S = cfg.threads, cfg.stages
     BM, BN, WM, WN = cfg.BM, cfg.BN, cfg.WM, cfg.WN
@@ -293,13 +295,19 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
     gb.cp_async_wait(0)
     gb.barrier()
     cs = b.bitcast(smem, F32.as_pointer(smem.type.addrspace))
-    LDC = BN + 8
+    # walking n: rows padded by 8 (float2 fragment writes, conflict-free row reads); walking m: by 1
+    # (column reads hit 32 banks; fragment writes as single words)
+    LDC = BN + (1 if m_fastest else 8)
     for i in range(MT):
         for j in range(NT):
             for h in range(2):
                 row = b.add(b.mul(wm, c32(WM)), b.add(c32(16 * i + 8 * h), g))
                 col = b.add(b.mul(wn, c32(WN)), b.add(c32(8 * j), b.shl(t, c32(1))))
                 p = b.gep(cs, [b.add(b.mul(row, c32(LDC)), col)], inbounds=True)
+                if m_fastest:
+                    b.store(accs[i][j][2 * h], p)
+                    b.store(accs[i][j][2 * h + 1], b.gep(p, [c32(1)], inbounds=True))
+                    continue
                 v2 = ir.VectorType(F32, 2)
                 vec = b.insert_element(b.insert_element(ir.Constant(v2, None), accs[i][j][2 * h], c32(0)), accs[i][j][2 * h + 1], c32(1))
                 b.store(vec, b.bitcast(p, v2.as_pointer(p.type.addrspace)), align=8)
@@ -310,7 +318,10 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
     with gb.loop32(0, per, unroll, "ep") as e:
         for u in range(unroll):
             idx = b.add(tid, b.mul(b.add(e, c32(u)), c32(T)))
-            r, c = b.udiv(idx, c32(BN)), b.urem(idx, c32(BN))
+            if m_fastest:
+                r, c = b.urem(idx, c32(BM)), b.udiv(idx, c32(BM))
+            else:
+                r, c = b.udiv(idx, c32(BN)), b.urem(idx, c32(BN))
             v = b.load(b.gep(cs, [b.add(b.mul(r, c32(LDC)), c)], inbounds=True))
             m, n = b.add(m0, r), b.add(n0, c)
             if checked:
