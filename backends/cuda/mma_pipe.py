@@ -25,7 +25,7 @@ chosen by mma.choose_mma_tiling.
   tensor cores would truncate).
 * The epilogue goes through shared memory: the warps write their
   accumulators to a [BM][BN] f32 tile, then consecutive threads take
-  consecutive n (8 per loop iteration, so their loads overlap), so the fused
+  consecutive n (16 per loop iteration, so their loads overlap), so the fused
   epilogue's loads and stores are coalesced along the output's contiguous
   dimension.
 
@@ -51,7 +51,7 @@ from llvmlite import ir
 
 I16 = ir.IntType(16)
 F16 = ir.HalfType()
-EPI_UNROLL = 8  # epilogue elements per thread and loop iteration
+EPI_UNROLL = 16  # epilogue elements per thread and loop iteration (16 vs 8: ResNet-50 fp16 batch 32 2.38 vs 2.44 ms)
 ROW_BYTES = 64  # bytes of k per shared-memory row and stage: 32 16-bit values or 16 tf32
 
 
