@@ -18,6 +18,10 @@ the work, followed by a barrier. A kernel becomes one step when a fused emitter 
 intermediates stay in registers), else one step per op with intermediates
 in a scratch area after the planned arena.
 
+A model with less work than SINGLE_THREAD_FLOPS runs every inference on the
+calling thread (dsc_dispatch leaves the workers asleep): waking one costs more
+than its share saves.
+
 Weights are laid out 64-byte aligned in one blob; an emitter may repack a
 constant operand into the layout its micro-kernel wants (`StepCtx.repack`).
 """
@@ -40,9 +44,13 @@ from dsc.backends.cpu.target import CpuTarget
 from dsc.dialects import graph as g
 from dsc.dialects import kernel as k
 from dsc.dialects.tensor_types import sig_of, type_str
+from dsc.passes.place_devices import kernel_cost
 from dsc.runtime.errors import DscError
 
 ALIGN = 64
+# a model with less work runs on the calling thread alone: waking a worker (~40 us on a VM
+# after it went to sleep) costs more than its share saves (the 784-512-512-10 MLP at batch 1)
+SINGLE_THREAD_FLOPS = 4e6
 
 _LLVM_TYPES = {
     np.dtype(np.float32): ir.FloatType(),
@@ -99,6 +107,7 @@ class NativeProgram:
     steps: list[Step]
     llvm_ir: str = ""
     profile_offset: int | None = None  # arena byte offset of per-step timestamps (profiling builds)
+    single_thread: bool = False  # every inference runs on the calling thread (tiny models)
 
 
 class WeightBlob:
@@ -203,6 +212,7 @@ class Codegen:
         self.scratch_bytes = 0
         self.profile_offset: int | None = None
         self._fn_cache: dict[str, str] = {}
+        self.single_thread = False  # dsc_dispatch keeps the workers asleep (tiny models)
 
     # ----------------------------------------------------------- buffers
     PRODUCERS: tuple = (k.FusedOp,)  # top-level ops whose results get buffers (and may be graph outputs)
@@ -375,7 +385,7 @@ class Codegen:
             if stamps is not None:
                 self._stamp(b, stamps, tid, n + 1)
         b.ret_void()
-        emit_workers(self.llmod, fn, self.target.arch)
+        emit_workers(self.llmod, fn, self.target.arch, single=self.single_thread)
         # the C-friendly entry for embedding without the Python runtime: one thread, own barrier
         single = ir.Function(self.llmod, ir.FunctionType(VOID, [i8pp, i8pp, I8P, I8P]), "dsc_run_single")
         sb = ir.IRBuilder(single.append_basic_block("entry"))
@@ -408,6 +418,8 @@ class Codegen:
             if isinstance(op, k.FusedOp):
                 self._emit_kernel(op)
         sources = self._compact_weights(sources)
+        flops = sum(kernel_cost(op)[0] for op in self.fn.body.block.ops if isinstance(op, k.FusedOp))
+        self.single_thread = flops < SINGLE_THREAD_FLOPS
         arena = _align(self.arena_bytes + self.scratch_bytes)
         if self.profile:
             self.profile_offset = arena
@@ -417,6 +429,7 @@ class Codegen:
         obj = compile_llvm_ir(text, self.target)
         prog = NativeProgram(obj, self.weights.bytes(), arena, inputs, outputs, sources, self.steps, text)
         prog.profile_offset = self.profile_offset
+        prog.single_thread = self.single_thread
         return prog
 
 

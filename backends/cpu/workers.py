@@ -116,8 +116,11 @@ def emit_wait(module: ir.Module, arch: str, idle: bool = False) -> ir.Function:
     return fn
 
 
-def emit_workers(module: ir.Module, run: ir.Function, arch: str) -> None:
-    """Emit dsc_worker, dsc_dispatch and dsc_stop; the job's entry has `run`'s type."""
+def emit_workers(module: ir.Module, run: ir.Function, arch: str, single: bool = False) -> None:
+    """Emit dsc_worker, dsc_dispatch and dsc_stop; the job's entry has `run`'s type.
+
+    single: dsc_dispatch runs the whole job on the calling thread and leaves the workers
+    asleep (models too small to pay for waking a second thread: ~40 us on a VM)."""
     wait = emit_wait(module, arch)
     idle_wait = emit_wait(module, arch, idle=True)
     i64p = I64.as_pointer()
@@ -171,6 +174,11 @@ def emit_workers(module: ir.Module, run: ir.Function, arch: str) -> None:
     for i, v in zip(range(2, 9), [ins, outs, weights, arena, None, barrier, entry_p]):
         b.store(nthreads if v is None else b.ptrtoint(v, I64), word(b, ctl, i))
     job = b.bitcast(entry_p, run.type)
+    if single:
+        b.call(job, [ins, outs, weights, arena, const_i64(0), const_i64(1), barrier])
+        b.ret_void()
+        _emit_stop(module, arch, word)
+        return
     b.store_atomic(const_i64(0), word(b, ctl, 16), "release", 8)
     b.atomic_rmw("add", word(b, ctl, 0), const_i64(1), "seq_cst")  # release the job to the workers
     emit_futex_wake(module, b, arch, ctl)
@@ -190,8 +198,12 @@ def emit_workers(module: ir.Module, run: ir.Function, arch: str) -> None:
     b.position_at_end(done)
     b.ret_void()
 
-    # void dsc_stop(i64* ctl): workers return from dsc_worker
-    fn = ir.Function(module, ir.FunctionType(VOID, [i64p]), "dsc_stop")
+    _emit_stop(module, arch, word)
+
+
+def _emit_stop(module: ir.Module, arch: str, word) -> None:
+    """void dsc_stop(i64* ctl): workers return from dsc_worker."""
+    fn = ir.Function(module, ir.FunctionType(VOID, [I64.as_pointer()]), "dsc_stop")
     (ctl,) = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     b.store_atomic(const_i64(1), word(b, ctl, 1), "release", 8)
