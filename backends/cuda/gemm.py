@@ -6,8 +6,10 @@ One tiled SIMT GEMM core serves them all (fp32 FMA, f32 accumulation):
 
 A block computes a BM×BN tile of C; each of its threads a TM×TN sub-tile
 held in registers. K advances by BK: the block stages A and B tiles in
-shared memory (A as [BK][BM], B as [BK][BN], rows padded), then every
-thread does BK rank-1 updates with float4 reads from shared memory.
+shared memory (A as [BK][BM], B as [BK][BN], rows padded, two buffers: the
+next tile's global loads are issued before this tile's math and stored
+after it), then every thread does BK rank-1 updates with float4 reads from
+shared memory.
 `Operand`s say where A(m, k) and B(k, n) are: a strided view of a tensor
 (matmul, gemm, transposes folded in) or the im2col of a convolution's input
 computed on the fly (implicit GEMM: no im2col buffer). z is the batch (or
@@ -63,7 +65,7 @@ class TileConfig:
 
     @property
     def smem_bytes(self) -> int:
-        return 4 * self.BK * (self.lda + self.ldb)
+        return 2 * 4 * self.BK * (self.lda + self.ldb)  # two buffers
 
 
 BIG = TileConfig(128, 128, 8, 8, 8)  # 256 threads, 64 outputs each
@@ -177,19 +179,18 @@ def emit_gemm_body(gb: GpuBuilder, cfg: TileConfig, M: int, N: int, K: int, A: O
     BM, BN, BK, TM, TN = cfg.BM, cfg.BN, cfg.BK, cfg.TM, cfg.TN
     tid = gb.tid()
     m0, n0, z, s, k_lo, k_hi = block_tile(gb, BM, BN, BK, K, split, A, B)
-    As = gb.shared(F32, BK * cfg.lda, "As")
-    Bs = gb.shared(F32, BK * cfg.ldb, "Bs")
+    # two shared buffers: tile k+1 is loaded into registers before tile k's FMAs (its latency hides behind
+    # them) and stored into the other buffer after; one barrier per tile
+    sa, sb = BK * cfg.lda, BK * cfg.ldb
+    As = gb.shared(F32, 2 * sa, "As")
+    Bs = gb.shared(F32, 2 * sb, "Bs")
     tx = b.urem(tid, c32(BN // TN))
     ty = b.udiv(tid, c32(BN // TN))
 
-    loop = open_k_loop(gb, k_lo, k_hi, TM * TN)
-    k0 = loop.k0
-    accs = [loop.accs[i * TN : (i + 1) * TN] for i in range(TM)]
-
-    def stage(op: Operand, rows: int, cols: int, rows_limit, cols_limit, r0, c0, smem, ld, transpose_store: bool):
-        """Load a rows×cols tile (operand index i in rows, j in cols) into smem[kk][..]."""
-        per = rows * cols // T
-        for e in range(per):
+    def load(op: Operand, rows: int, cols: int, rows_limit, cols_limit, r0, c0, ld, transpose_store: bool):
+        """This thread's elements of a rows×cols tile (operand index i in rows, j in cols): [(smem index, value)]."""
+        out = []
+        for e in range(rows * cols // T):
             idx = b.add(tid, c32(e * T))
             if op.contig == 1:
                 jj = b.urem(idx, c32(cols))
@@ -209,22 +210,37 @@ def emit_gemm_body(gb: GpuBuilder, cfg: TileConfig, M: int, N: int, K: int, A: O
                 v = b.sitofp(v, F32) if isinstance(v.type, ir.IntType) else b.fpext(v, F32)
             v = b.select(ok, v, cf(0.0))
             # smem layout [k][mn]: A's k is j (cols), B's k is i (rows)
-            if transpose_store:
-                sidx = b.add(b.mul(jj, c32(ld)), ii)
-            else:
-                sidx = b.add(b.mul(ii, c32(ld)), jj)
-            b.store(v, b.gep(smem, [sidx], inbounds=True))
+            sidx = b.add(b.mul(jj, c32(ld)), ii) if transpose_store else b.add(b.mul(ii, c32(ld)), jj)
+            out.append((sidx, v))
+        return out
 
-    stage(A, BM, BK, c32(M), k_hi, m0, k0, As, cfg.lda, True)
-    stage(B, BK, BN, k_hi, c32(N), k0, n0, Bs, cfg.ldb, False)
+    def load_both(k0):
+        return load(A, BM, BK, c32(M), k_hi, m0, k0, cfg.lda, True), load(B, BK, BN, k_hi, c32(N), k0, n0, cfg.ldb, False)
+
+    def store(pieces, smem, buf_off):
+        for sidx, v in pieces:
+            b.store(v, b.gep(smem, [b.add(buf_off, sidx)], inbounds=True))
+
+    a_regs, b_regs = load_both(k_lo)
+    store(a_regs, As, c32(0))
+    store(b_regs, Bs, c32(0))
     gb.barrier()
+    loop = open_k_loop(gb, k_lo, k_hi, TM * TN)
+    k0 = loop.k0
+    accs = [loop.accs[i * TN : (i + 1) * TN] for i in range(TM)]
+    phase = b.and_(b.udiv(b.sub(k0, k_lo), c32(BK)), c32(1))  # this tile's buffer
+    a_cur, b_cur = b.mul(phase, c32(sa)), b.mul(phase, c32(sb))
+    a_nxt, b_nxt = b.sub(c32(sa), a_cur), b.sub(c32(sb), b_cur)
+    a_regs, b_regs = load_both(b.add(k0, c32(BK)))  # past k_hi: zeros, never read
     acc = [[accs[i][j] for j in range(TN)] for i in range(TM)]
     for kk in range(BK):
-        av = _smem_vec(gb, As, b.add(c32(kk * cfg.lda), b.mul(ty, c32(TM))), TM)
-        bv = _smem_vec(gb, Bs, b.add(c32(kk * cfg.ldb), b.mul(tx, c32(TN))), TN)
+        av = _smem_vec(gb, As, b.add(a_cur, b.add(c32(kk * cfg.lda), b.mul(ty, c32(TM)))), TM)
+        bv = _smem_vec(gb, Bs, b.add(b_cur, b.add(c32(kk * cfg.ldb), b.mul(tx, c32(TN)))), TN)
         for i in range(TM):
             for j in range(TN):
                 acc[i][j] = gb.fma(av[i], bv[j], acc[i][j])
+    store(a_regs, As, a_nxt)
+    store(b_regs, Bs, b_nxt)
     gb.barrier()
     close_k_loop(gb, loop, b.add(k0, c32(BK)), [v for row in acc for v in row])
     for i in range(TM):
