@@ -73,6 +73,7 @@ from llvmlite import ir
 
 F32_DT = np.dtype(np.float32)
 PACK_BYTES = 128 * 1024  # per-thread stack buffer of the packed path
+PACK_BYTES_L1 = 24 * 1024  # ... for multi-tap convs with K >= 512
 L2_BYTES = 1 << 20  # the part of a core's L2 a stream may count on
 FORCE_ORDER = None  # tests: "pb" or "mb"
 OUT_STREAMS = True  # tuning: the output size takes part in the loop order
@@ -185,7 +186,9 @@ def emit_conv_gemm(kb: KernelBuilder, geo: ConvGeom, x_ptr, w_index: int, bias_p
     w_ptr = in_ptrs[w_index]
 
     # K blocking (packed mode): cb input channels per block, so the stack buffer stays in L2
-    cb = max(1, min(geo.cg, PACK_BYTES // (NB * T * 4))) if mode == "packed" else geo.cg
+    # (an L1-sized block when the taps and a long K amortize the partial sums: 3x3/2 128->128 on 56x56)
+    pack_bytes = PACK_BYTES_L1 if T > 1 and K >= 512 else PACK_BYTES
+    cb = max(1, min(geo.cg, pack_bytes // (NB * T * 4))) if mode == "packed" else geo.cg
     nkb = -(-geo.cg // cb)
     pack = entry_alloca(kb, F32, cb * T * NB, name="im2col") if mode == "packed" else None
 
