@@ -415,6 +415,23 @@ def test_tensor_core_gemm_on_emulator(name, kind, monkeypatch):
     assert f"({kind} tensor cores)" in labels, labels
 
 
+@pytest.mark.parametrize("sms", [1, 132])
+def test_simt_gemm_tiles_on_emulator(sms, monkeypatch):
+    """fp32 without TF32 (exact FMA kernel): with one multiprocessor the big tiles (two shared buffers, next
+    tile prefetched), with 132 the mid/small ones (loaded in place); both match onnxruntime."""
+    from dsc.backends.cuda import target
+
+    monkeypatch.setitem(target.SM_COUNT, "sm_90", sms)
+    m, feeds = conv_model(cin=8, cout=130, hw=12, k=3, pad=1, post=("Relu",), batch=2)
+    data = compile_gpu(m)
+    got = run_gpu(data, feeds)[0]
+    np.testing.assert_allclose(got, ort(m, feeds)[0], rtol=1e-4, atol=1e-4)
+    plan = json.loads(zipfile.ZipFile(io.BytesIO(data)).read("manifest.json"))["plan"]["schedule"]
+    conv = [s for s in plan if s["op"] == "launch" and "conv" in s["label"]]
+    assert conv and "tensor cores" not in conv[0]["label"]
+    assert (conv[0]["block"][0] == 256 and conv[0]["smem"] == 2 * 4 * 8 * (132 + 132)) if sms == 1 else conv[0]["smem"] < 2 * 4 * 16 * 68, conv
+
+
 def test_tensor_cores_only_when_asked_or_half():
     """fp32 GEMMs stay exact (SIMT FMA) unless tf32 is allowed; GEMV-like shapes stay SIMT."""
     from dsc.backends.cuda.mma import mma_kind, worth_mma
