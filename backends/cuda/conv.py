@@ -27,6 +27,28 @@ from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of
 
 
+def _out_coords(b, n, out_spatial):
+    """(image, [coordinate per spatial dim]) of output column n (n = image * positions + position)."""
+    opl = int(np.prod(out_spatial, dtype=np.int64))
+    bi = b.udiv(n, c32(opl)) if opl > 1 else n
+    p = b.urem(n, c32(opl)) if opl > 1 else c32(0)
+    return bi, _unravel(b, p, out_spatial)
+
+
+def _window_offset(b, geom, oc, kc, base):
+    """base + the row-major index of the input position under output coordinates oc and kernel position
+    kc, and whether that position is inside the image (padding is not). `geom`: an operand with spatial,
+    strides, pads, dil."""
+    sp = contiguous_strides(geom.spatial)
+    off, valid = base, None
+    for d in range(len(geom.spatial)):
+        pos = b.add(b.sub(_mul(b, oc[d], geom.strides[d]), c32(geom.pads[d])), _mul(b, kc[d], geom.dil[d]))
+        ok = b.icmp_unsigned("<", pos, c32(geom.spatial[d]))
+        valid = ok if valid is None else b.and_(valid, ok)
+        off = b.add(off, _mul(b, pos, sp[d]))
+    return off, valid
+
+
 class Im2colOperand(Operand):
     """B(k, n) of a convolution as a GEMM: k = (ci, kernel position), n = (batch, output position).
 
@@ -55,26 +77,13 @@ class Im2colOperand(Operand):
         return self.pointwise and all(s == 1 for s in self.strides) and opl % vec == 0
 
     def _out_coords(self, gb, n):
-        """(image, [coordinate per spatial dim]) of output column n."""
-        b = gb.b
-        opl = int(np.prod(self.out_spatial, dtype=np.int64))
-        bi = b.udiv(n, c32(opl)) if opl > 1 else n
-        p = b.urem(n, c32(opl)) if opl > 1 else c32(0)
-        return bi, _unravel(b, p, self.out_spatial)
+        return _out_coords(gb.b, n, self.out_spatial)
 
     def _window(self, gb, bi, oc, kc):
         """(offset of input channel 0 of this group under output oc, kernel position kc; inside the image?)."""
         b = gb.b
         plane = int(np.prod(self.spatial, dtype=np.int64))
-        off = b.add(_mul(b, bi, self.C * plane), self.zbase)
-        sp = contiguous_strides(self.spatial)
-        valid = None
-        for d in range(len(self.spatial)):
-            pos = b.add(b.sub(_mul(b, oc[d], self.strides[d]), c32(self.pads[d])), _mul(b, kc[d], self.dil[d]))
-            ok = b.icmp_unsigned("<", pos, c32(self.spatial[d]))
-            valid = ok if valid is None else b.and_(valid, ok)
-            off = b.add(off, _mul(b, pos, sp[d]))
-        return off, valid
+        return _window_offset(b, self, oc, kc, b.add(_mul(b, bi, self.C * plane), self.zbase))
 
     def addr(self, gb, k, n):
         b = gb.b
@@ -156,19 +165,9 @@ class ChannelsLastIm2colOperand(Operand):
     def _pixel(self, gb, tap, n):
         """(input pixel index of output n under kernel position tap, inside the image?)."""
         b = gb.b
-        opl = int(np.prod(self.out_spatial, dtype=np.int64))
-        bi = b.udiv(n, c32(opl)) if opl > 1 else n
-        oc = _unravel(b, b.urem(n, c32(opl)) if opl > 1 else c32(0), self.out_spatial)
-        kc = _unravel(b, tap, self.kernel)
-        pix = _mul(b, bi, int(np.prod(self.spatial, dtype=np.int64)))
-        sp = contiguous_strides(self.spatial)
-        valid = None
-        for d in range(len(self.spatial)):
-            pos = b.add(b.sub(_mul(b, oc[d], self.strides[d]), c32(self.pads[d])), _mul(b, kc[d], self.dil[d]))
-            ok = b.icmp_unsigned("<", pos, c32(self.spatial[d]))
-            valid = ok if valid is None else b.and_(valid, ok)
-            pix = b.add(pix, _mul(b, pos, sp[d]))
-        return pix, valid
+        bi, oc = _out_coords(b, n, self.out_spatial)
+        base = _mul(b, bi, int(np.prod(self.spatial, dtype=np.int64)))
+        return _window_offset(b, self, oc, _unravel(b, tap, self.kernel), base)
 
     def addr(self, gb, k, n):
         b = gb.b
