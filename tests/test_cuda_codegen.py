@@ -544,6 +544,26 @@ def test_small_zoo_on_tensor_cores_on_emulator(name, precision):
     assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max()), np.abs(got - want).max()
 
 
+def test_resnet50_fp16_layouts_and_copies():
+    """ResNet-50 in fp16, batch 1: the convolutions whose NCHW im2col is not 16-byte-copyable (3x3, strided
+    1x1, 1x1 on 14x14 and 7x7 maps) read their input channels-last; a producer that feeds only such readers
+    stores its output so (no copy): ResNet's conv1 -> conv2 -> conv3 chains, and a block output read by
+    the next block's conv1 and its downsample. Copies are left for the stem (4 padded channels) and for
+    block outputs that a residual add also reads."""
+    from dsc.pipeline import CompileOptions
+
+    data = dsc.compile(zoo.build("resnet50", batch=1), "sm_90", options=CompileOptions(precision="fp16", amp_level="O2"))
+    launches = [s["label"] for s in manifest(data)["plan"]["schedule"] if s["op"] == "launch"]
+
+    def kernels(text):
+        return {lb.split(":")[0] for lb in launches if text in lb}
+
+    reads, writes, copies = kernels("channels-last input"), kernels("channels-last output"), kernels("to channels-last")
+    assert len(kernels("tensor cores")) == 53, launches  # the 53 convolutions (the classifier, M = 1, is not)
+    assert copies <= reads and len(copies) == 10, sorted(copies)
+    assert len(reads) == 37 and len(writes) == 26, (len(reads), len(writes))
+
+
 def test_emulated_run_without_graphs_and_thread_safety():
     mdl = zoo.build("mlp", small=True)
     feeds = zoo.example_inputs(mdl)
