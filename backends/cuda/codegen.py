@@ -22,11 +22,14 @@ scratch for intermediates of kernels the emitters split), "weight" (the one
 weights blob; the runtime uploads it once, so a launch's "weight" is the
 device copy and a CPU step's the host one).
 
-GPU kernels (emitters in gemm.py, rows.py, data.py): a fused group is
+GPU kernels (emitters in conv.py, gemm.py, mma_pipe.py, rows.py, data.py): a fused group is
 matched whole — convolution or GEMM with its epilogue, a row program
 (softmax, layer norm, reductions with their neighbours), an elementwise
 chain, pooling, data movement — else split op by op with intermediates in
-device scratch. With `emulate=True` every kernel is also built for the host
+device scratch. Before emission, one pass over all GPU kernels decides
+which activations are stored channels-last (`channels_last_values`). Every
+kernel's shared memory is dynamic (sized at launch). With `emulate=True`
+every kernel is also built for the host
 CPU (dsc/runtime/gpu_emulator.py runs them), so the tests check GPU kernels
 numerically on machines without a GPU.
 """

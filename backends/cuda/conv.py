@@ -9,6 +9,16 @@ computes the input coordinate of (k, n) (`Im2colOperand`). With tensor
 cores, a 3x3 convolution orders k (kernel position, channel) and reads its
 weights repacked OHWI at compile time (`TapMajorIm2colOperand`).
 
+Tensor cores want 16-byte copies of k. A 1x1 stride-1 convolution on a map
+whose positions are a multiple of 8 gets them from NCHW (runs of
+positions); every other convolution with channels a multiple of 8 reads its
+input channels-last (`ChannelsLastIm2colOperand`: runs of channels): either
+a copy made by a transpose kernel just before it, or the tensor as its
+producer stored it (codegen.channels_last_values picks the tensors whose
+every reader wants channels-last; the producer's epilogue then writes
+[batch][position][channel]). An image stem (3 channels, 7x7) reads a copy
+padded to 4 channels (8-byte copies).
+
 Depthwise convolutions (one input channel per group) are not GEMMs: a
 direct kernel computes each output from its KH×KW window.
 """
