@@ -544,6 +544,40 @@ def test_small_zoo_on_tensor_cores_on_emulator(name, precision):
     assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max()), np.abs(got - want).max()
 
 
+def test_dynamic_shared_memory_opt_in():
+    """Launches pass each kernel's shared memory as dynamic bytes; above 48 KiB the function opts in once, and a
+    GPU that refuses gets a TargetError naming the size (the pycuda driver, with a stand-in for pycuda)."""
+    from types import SimpleNamespace
+
+    from dsc.runtime.cuda_executor import PycudaDriver
+
+    class Refused(Exception):
+        pass
+
+    calls = []
+
+    class Fn:
+        def set_attribute(self, attr, value):
+            if value > 200 * 1024:
+                raise Refused("CUDA_ERROR_INVALID_VALUE")
+            calls.append((attr, value))
+
+        def _launch_kernel(self, grid, block, args, smem, stream):
+            calls.append(("launch", smem))
+
+    drv = object.__new__(PycudaDriver)
+    drv.cuda = SimpleNamespace(function_attribute=SimpleNamespace(MAX_DYNAMIC_SHARED_SIZE_BYTES="max_dyn"), Error=Refused)
+    f = Fn()
+    drv.packed_launch(f, (1, 1, 1), (128, 1, 1), [0], 20480)(None)
+    assert calls == [("launch", 20480)]  # under 48 KiB: no opt-in
+    run = drv.packed_launch(f, (1, 1, 1), (256, 1, 1), [0], 69632)
+    run(None)
+    run(None)
+    assert calls[1:] == [("max_dyn", 69632), ("launch", 69632), ("launch", 69632)]  # opted in once
+    with pytest.raises(TargetError, match="300000 bytes of shared memory"):
+        drv.launch(Fn(), (1, 1, 1), (32, 1, 1), [0], 300000, None)
+
+
 def test_resnet50_fp16_layouts_and_copies():
     """ResNet-50 in fp16, batch 1: the convolutions whose NCHW im2col is not 16-byte-copyable (3x3, strided
     1x1, 1x1 on 14x14 and 7x7 maps) read their input channels-last; a producer that feeds only such readers
