@@ -92,6 +92,28 @@ def round_tf32(x: np.ndarray) -> np.ndarray:
     return ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
 
 
+def conv_model(cin, cout, hw, k, stride=1, pad=0, group=1, dil=1, post=(), bias=True, residual=False, nd=2, batch=1):
+    ks = [k] * nd
+    w = rand(cout, cin // group, *ks, seed=1, scale=0.3)
+    inits = [("w", w)] + ([("b", rand(cout, seed=2))] if bias else [])
+    attrs = dict(kernel_shape=ks, strides=[stride] * nd, pads=[pad] * 2 * nd, group=group, dilations=[dil] * nd)
+    nodes = [helper.make_node("Conv", ["x", "w"] + (["b"] if bias else []), ["c"], **attrs)]
+    out = "c"
+    if residual:
+        nodes.append(helper.make_node("Add", [out, "r"], ["a"]))
+        out = "a"
+    for i, p in enumerate(post):
+        nodes.append(helper.make_node(p, [out], [f"p{i}"]))
+        out = f"p{i}"
+    o = (hw + 2 * pad - dil * (k - 1) - 1) // stride + 1
+    ins = [("x", F, [batch, cin] + [hw] * nd)] + ([("r", F, [batch, cout] + [o] * nd)] if residual else [])
+    m = model(nodes, ins, [(out, F, None)], inits)
+    feeds = {"x": rand(batch, cin, *[hw] * nd, seed=3)}
+    if residual:
+        feeds["r"] = rand(batch, cout, *[o] * nd, seed=4)
+    return m, feeds
+
+
 def _mm_model(M, K, N, batch=()):
     b = np.random.default_rng(2).standard_normal((*batch, K, N)).astype(np.float32)
     m = model([helper.make_node("MatMul", ["A", "B"], ["y"]), helper.make_node("Relu", ["y"], ["z"])], [("A", F, [*batch, M, K])], [("z", F, None)], [("B", b)])

@@ -46,6 +46,7 @@ from dsc.backends.cpu.codegen import fused_emitter, op_emitter
 from dsc.backends.cpu.epilogue import Epilogue, Layout, epilogue_arg_shapes, kernel_sources, split_kernel
 from dsc.backends.cpu.microkernel import F32_ONLY_HINT, choose_tile, microkernel
 from dsc.backends.cpu.vector_ir import (
+    over_k_blocks,
     FlushDenormals,
     add,
     branch_variants,
@@ -414,13 +415,7 @@ def emit_conv_gemm(kb: KernelBuilder, geo: ConvGeom, x_ptr, w_index: int, bias_p
 
             col_variants(b.icmp_unsigned("==", pb, const_i64(PB - 1)), cols)
 
-        if nkb == 1:
-            kblock(0, geo.cg, True, True)
-        else:
-            with kb.loop(0, nkb, 1, "kblk") as kbi:
-                c0 = b.mul(kbi, const_i64(cb))
-                kblock(c0, kb.smin(const_i64(cb), b.sub(const_i64(geo.cg), c0)),
-                       b.icmp_unsigned("==", kbi, const_i64(0)), b.icmp_unsigned("==", kbi, const_i64(nkb - 1)))
+        over_k_blocks(kb, nkb, cb, geo.cg, kblock)
 
     # this thread's tiles [lo, hi) of (outer, inner): whole runs of inner indices per outer index
     u_lo = b.udiv(lo, const_i64(inner_n))

@@ -41,7 +41,7 @@ from llvmlite import ir
 
 from dsc.backends.cpu.epilogue import Epilogue
 from dsc.backends.cpu.microkernel import microkernel
-from dsc.backends.cpu.vector_ir import add, c64, const_mask, content_hash, entry_alloca, gather_v, gep, lanes_of, load_v, mul, store_v, zero_vec
+from dsc.backends.cpu.vector_ir import add, c64, over_k_blocks, const_mask, content_hash, entry_alloca, gather_v, gep, lanes_of, load_v, mul, store_v, zero_vec
 from dsc.backends.cpu.irb import F32, I1, I32, KernelBuilder, const_i64, vec
 
 PACK_BYTES = 256 * 1024  # per-thread stack buffer for the gathered im2col block (ResNet-50 1024->2048 /2: 200 KiB)
@@ -327,13 +327,7 @@ def emit_conv_cl(kb: KernelBuilder, geo, x_ptr, w_index: int, bias_ptr, in_ptrs,
 
                 chunks(mul(kb, ncb, T), first, last, body)
 
-        if nkb == 1:
-            kblock(0, geo.cg, True, True)
-        else:
-            with kb.loop(0, nkb, 1, "kblk") as kbi:
-                c0 = b.mul(kbi, const_i64(cb))
-                kblock(c0, kb.smin(const_i64(cb), b.sub(const_i64(geo.cg), c0)),
-                       b.icmp_unsigned("==", kbi, const_i64(0)), b.icmp_unsigned("==", kbi, const_i64(nkb - 1)))
+        over_k_blocks(kb, nkb, cb, geo.cg, kblock)
 
     group = direct_group if mode == "direct" else packed_image
     u_lo = b.udiv(lo, const_i64(MBc))

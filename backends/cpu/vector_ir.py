@@ -119,28 +119,30 @@ def store_v(kb: KernelBuilder, value, ptr, idx, mask=None):
     kb.b.call(fn, [value, kb.b.bitcast(gep(kb, ptr, idx), vt.as_pointer()), ir.Constant(I32, 4), mask])
 
 
+def _vector_gep(kb: KernelBuilder, ptr, idx_vec):
+    """A vector of pointers &ptr[idx_vec[l]] (llvmlite's builder has no vector GEP)."""
+    instr = ir.instructions.GEPInstr(kb.b.block, ptr, [idx_vec], False, "", source_etype=ptr.type.pointee)
+    instr.type = vec(idx_vec.type.count, ptr.type)
+    kb.b._insert(instr)
+    return instr
+
+
 def gather_v(kb: KernelBuilder, ptr, idx_vec, mask):
     """ptr[idx_vec[l]] for the lanes of `mask` (i32 indices), 0 elsewhere."""
     w = idx_vec.type.count
-    pv = vec(w, ptr.type)
-    instr = ir.instructions.GEPInstr(kb.b.block, ptr, [idx_vec], False, "", source_etype=ptr.type.pointee)
-    instr.type = pv
-    kb.b._insert(instr)
+    ptrs = _vector_gep(kb, ptr, idx_vec)
     vt = vec(w)
-    fn = _declare(kb, f"llvm.masked.gather.v{w}f32.v{w}p0", vt, [pv, I32, mask_type(w), vt])
-    return kb.b.call(fn, [instr, ir.Constant(I32, 4), mask, zero_vec(w)])
+    fn = _declare(kb, f"llvm.masked.gather.v{w}f32.v{w}p0", vt, [ptrs.type, I32, mask_type(w), vt])
+    return kb.b.call(fn, [ptrs, ir.Constant(I32, 4), mask, zero_vec(w)])
 
 
 def scatter_v(kb: KernelBuilder, value, ptr, idx_vec, mask=None) -> None:
     """ptr[idx_vec[l]] = value[l] for the lanes of `mask` (i32 indices; all lanes without one)."""
     w = idx_vec.type.count
-    pv = vec(w, ptr.type)
-    instr = ir.instructions.GEPInstr(kb.b.block, ptr, [idx_vec], False, "", source_etype=ptr.type.pointee)
-    instr.type = pv
-    kb.b._insert(instr)
+    ptrs = _vector_gep(kb, ptr, idx_vec)
     vt = vec(w)
-    fn = _declare(kb, f"llvm.masked.scatter.v{w}f32.v{w}p0", ir.VoidType(), [vt, pv, I32, mask_type(w)])
-    kb.b.call(fn, [value, instr, ir.Constant(I32, 4), mask if mask is not None else const_mask(w, w)])
+    fn = _declare(kb, f"llvm.masked.scatter.v{w}f32.v{w}p0", ir.VoidType(), [vt, ptrs.type, I32, mask_type(w)])
+    kb.b.call(fn, [value, ptrs, ir.Constant(I32, 4), mask if mask is not None else const_mask(w, w)])
 
 
 def iota(w: int, scale: int = 1, elem=I32):
@@ -152,6 +154,18 @@ def splat_i32(kb: KernelBuilder, v, w: int):
     if isinstance(v, int):
         return ir.Constant(vec(w, I32), [v] * w)
     return kb.splat(kb.b.trunc(v, I32), w)
+
+
+def over_k_blocks(kb: KernelBuilder, nkb: int, cb: int, cg: int, kblock) -> None:
+    """kblock(c0, channels, first, last) for each block of `cb` of the `cg` input channels of a convolution
+    (one call with constants when nkb == 1)."""
+    b = kb.b
+    if nkb == 1:
+        kblock(0, cg, True, True)
+        return
+    with kb.loop(0, nkb, 1, "kblk") as kbi:
+        c0 = b.mul(kbi, const_i64(cb))
+        kblock(c0, kb.smin(const_i64(cb), b.sub(const_i64(cg), c0)), b.icmp_unsigned("==", kbi, const_i64(0)), b.icmp_unsigned("==", kbi, const_i64(nkb - 1)))
 
 
 def carried_loop(kb: KernelBuilder, lo, hi, init: list, body, step: int = 1, name: str = "k") -> list:
@@ -239,6 +253,7 @@ def content_hash(*parts) -> str:
 
 
 __all__ = [
+    "over_k_blocks",
     "FlushDenormals",
     "add",
     "branch_variants",
