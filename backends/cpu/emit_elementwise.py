@@ -15,7 +15,7 @@ from llvmlite import ir
 
 from dsc.backends.cpu import vmath
 from dsc.backends.cpu.codegen import fused_emitter, llvm_type, op_emitter
-from dsc.backends.cpu.emit_data import compute_type, narrow, widen
+from dsc.backends.cpu.loop_ir import compute_type, narrow, widen
 from dsc.backends.cpu.irb import F16, F32, I1, I32, KernelBuilder, const_i64, vec
 from dsc.dialects import graph as g
 from dsc.dialects import kernel as k

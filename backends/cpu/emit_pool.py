@@ -20,7 +20,7 @@ past the end padding.
 from __future__ import annotations
 
 from dsc.backends.cpu.codegen import llvm_type, op_emitter
-from dsc.backends.cpu.emit_data import (
+from dsc.backends.cpu.loop_ir import (
     alloca,
     compute_type,
     cval,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from dsc.backends.cpu import vmath
 from dsc.backends.cpu.codegen import llvm_type, op_emitter
-from dsc.backends.cpu.emit_data import (
+from dsc.backends.cpu.loop_ir import (
     VBYTES,
     add_off,
     alloca,

@@ -1,7 +1,7 @@
 """float16 <-> float32/float64 conversion routines, defined in LLVM IR inside each object.
 
 CPU emitters keep float16 tensors as `half` in memory and compute in float32:
-they `fpext` on load and `fptrunc` on store (emit_data.load_c/store_c, the
+they `fpext` on load and `fptrunc` on store (loop_ir.load_c/store_c, the
 elementwise loop driver). Where the target has no conversion instruction
 (x86-64 without F16C; double -> half on every x86 level) LLVM lowers those to
 compiler-rt calls: `__extendhfsf2` (half -> float), `__truncsfhf2` (float ->
