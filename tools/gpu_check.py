@@ -181,7 +181,7 @@ def fp16_error(name: str, path: str) -> float:
     return float(np.max(np.abs(got.astype(np.float32) - want)))
 
 
-def profile_kernels(path: str, reps: int = 5, top: int = 20) -> dict:
+def profile_kernels(path: str, reps: int = 5, top: int = 400) -> dict:
     """Per-launch GPU time (CUDA events around each op of the GPU runs, launched one by one)."""
     import pycuda.driver as cuda
 

@@ -316,6 +316,8 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
     if grid[1] > 65535 or grid[2] > 65535:
         cfg, split = fallback, 1
         grid = (-(-N // cfg.BN), -(-M // cfg.BM), Z)
+    # the shape and tiles, for profiles and `dsc explain`
+    label += f" [{Z}x{M}x{N}x{K}, tile {cfg.BM}x{cfg.BN}" + (f", split-K {split}]" if split > 1 else "]")
     if split == 1:
         def body(gb, ptrs):
             A, B = make_operands(gb, ptrs)

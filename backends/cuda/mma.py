@@ -18,6 +18,7 @@ from dsc.backends.cuda.gpubuilder import F32, I32, GpuBuilder, c32, cf
 
 I16 = ir.IntType(16)
 F16 = ir.HalfType()
+ROW_BYTES = 64  # bytes of k per shared-memory row and stage of the tensor-core kernel: 32 16-bit values or 16 tf32
 
 
 def mma_kind(a_dtype, b_dtype, tf32: bool) -> str | None:
@@ -33,8 +34,8 @@ def mma_kind(a_dtype, b_dtype, tf32: bool) -> str | None:
 
 
 def stage_depth(kind: str) -> int:
-    """k values per shared-memory stage of the kernel that serves `kind` (tf32 here: BKW words; 16-bit: mma_pipe's BK)."""
-    return 16 if kind == "tf32" else 32  # mma_pipe.geometry(kind).BK
+    """k values per shared-memory stage of the tensor-core kernel that serves `kind` (mma_pipe's Geometry.BK)."""
+    return ROW_BYTES // (4 if kind == "tf32" else 2)
 
 
 def worth_mma(M: int, N: int, K: int) -> bool:

@@ -1,0 +1,153 @@
+"""Tile sweep on the GPU machine: one zoo model compiled with several tensor-core GEMM variants, timed interleaved.
+
+    python tests/gpu/sweep_tiles.py --out DIR [--model resnet50] [--batch 32] [--precision fp16] [--variants base,bk64,...]
+
+Each variant patches dsc.backends.cuda's tiling constants (PipeConfigs, the
+bytes of k per stage row, the shared-memory limit) in a fresh worker process
+before compiling, so the product code keeps one set of constants and this
+script explores around them. For every variant: the CUDA-graph replay's
+median over interleaved rounds (A B C A B C ...), the largest difference of
+its output from the base variant's, and the per-kernel profile (top kernels,
+and time summed by kernel kind) written to DIR/sweep.json. The table is
+printed last. A dev tool for the lent H200, not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+# variant -> patches: (module, attribute) -> value; PipeConfig values as tuples (BM, BN, WM, WN, stages, min_blocks)
+VARIANTS = {
+    "base": {},
+    "bk64": {("mma", "ROW_BYTES"): 128, ("codegen", "MAX_SMEM"): 227 * 1024},
+    "big_w64": {("mma_pipe", "PIPE_BIG"): (128, 128, 64, 64, 3, 1)},
+    "big_256": {("mma_pipe", "PIPE_BIG"): (128, 256, 64, 64, 3, 1), ("codegen", "MAX_SMEM"): 227 * 1024},
+    "wide_4st": {("mma_pipe", "PIPE_WIDE"): (64, 128, 32, 64, 4, 2), ("mma_pipe", "PIPE_MID"): (64, 64, 32, 32, 5, 4)},
+    "bk64_w64": {("mma", "ROW_BYTES"): 128, ("codegen", "MAX_SMEM"): 227 * 1024, ("mma_pipe", "PIPE_BIG"): (128, 128, 64, 64, 3, 1)},
+}
+
+
+def apply_patches(patches: dict) -> None:
+    import importlib
+
+    from dsc.backends.cuda import mma_pipe
+
+    for (mod, attr), val in patches.items():
+        m = importlib.import_module(f"dsc.backends.cuda.{mod}")
+        if isinstance(val, tuple):
+            val = mma_pipe.PipeConfig(*val)
+        setattr(m, attr, val)
+    mma_pipe.PIPE_CONFIGS[:] = [mma_pipe.PIPE_BIG, mma_pipe.PIPE_WIDE, mma_pipe.PIPE_MID, mma_pipe.PIPE_SMALL]
+
+
+def compile_variant(name: str, model: str, batch: int, precision: str, path: str) -> dict:
+    t = time.time()
+    try:
+        apply_patches(VARIANTS[name])
+        import dsc
+        from dsc.pipeline import CompileOptions
+        from dsc.tools import zoo
+
+        mdl = zoo.build(model, batch=batch)
+        opts = CompileOptions(tf32=True) if precision == "tf32" else CompileOptions(precision=precision, amp_level="O2")
+        with open(path, "wb") as f:
+            f.write(dsc.compile(mdl, "sm_90", options=opts))
+        return {"ok": True, "seconds": round(time.time() - t, 1)}
+    except Exception as e:  # recorded, the sweep goes on
+        import traceback
+
+        return {"ok": False, "error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.environ.get("OUT", "sweep_out"))
+    ap.add_argument("--model", default="resnet50")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--precision", default="fp16")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--torch", action="store_true", help="also time PyTorch eager captured as a CUDA graph")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import numpy as np
+
+    names = args.variants.split(",")
+    work = "/tmp/dsc_sweep"
+    os.makedirs(work, exist_ok=True)
+    pool = ProcessPoolExecutor(max_workers=min(len(names), 8), mp_context=mp.get_context("spawn"))
+    futs = {n: pool.submit(compile_variant, n, args.model, args.batch, args.precision, f"{work}/{n}.dsc") for n in names}
+    comp = {n: f.result() for n, f in futs.items()}
+    pool.shutdown()
+    for n, r in comp.items():
+        print(f"compile {n}: {r.get('seconds')} s" if r["ok"] else f"compile {n}: FAILED {r['error']}\n{r['trace']}", flush=True)
+
+    import torch
+
+    import dsc.runtime
+    from dsc.tools.gpu_check import profile_kernels
+
+    sessions, outs, graphs = {}, {}, {}
+    x = None
+    for n in names:
+        if not comp[n]["ok"]:
+            continue
+        s = dsc.runtime.load(f"{work}/{n}.dsc")
+        inp = s.get_inputs()[0]
+        if x is None:
+            torch.manual_seed(0)
+            x = torch.randn(*inp.shape, device="cuda")
+        outs[n] = s.run(None, {inp.name: x})[0].astype(np.float32)
+        ex = s.gpu_executor
+        g = next(iter(ex.graphs.values())) if ex.use_graphs and ex.graphs else None
+        sessions[n], graphs[n] = s, g
+    times = {n: [] for n in sessions}
+    for _ in range(args.rounds):
+        for n, s in sessions.items():
+            ex = s.gpu_executor
+            g = graphs[n]
+            ex.driver.synchronize(ex.stream)
+            t = time.perf_counter()
+            for _ in range(5):
+                g(ex.stream)
+            ex.driver.synchronize(ex.stream)
+            times[n].append((time.perf_counter() - t) / 5 * 1000)
+    res = {"model": args.model, "batch": args.batch, "precision": args.precision, "variants": {}}
+    base = outs.get("base")
+    for n in sessions:
+        prof = profile_kernels(f"{work}/{n}.dsc", reps=3)
+        by_kind: dict = {}
+        for r in prof["top"]:
+            lab = r.get("label", "")
+            kind = lab.split(": ", 1)[-1].split(" [")[0]
+            by_kind[kind] = round(by_kind.get(kind, 0.0) + r["ms"], 4)
+        diff = float(np.max(np.abs(outs[n] - base))) if base is not None else None
+        res["variants"][n] = {"replay_ms": float(np.median(times[n])), "min_ms": float(np.min(times[n])), "max_abs_diff_vs_base": diff, "profile_sum_ms": prof["sum_ms"], "by_kind": by_kind, "top": prof["top"], "compile": comp[n]}
+    if args.torch:
+        from dsc.tools.gpu_check import torch_bench
+
+        res["torch"] = torch_bench(args.model, args.batch, modes=("cuda_graph",), precision=args.precision)
+    with open(os.path.join(args.out, "sweep.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    print(f"\n{args.model} batch {args.batch} {args.precision}: CUDA-graph replay, median of {args.rounds} interleaved rounds")
+    for n, v in res["variants"].items():
+        print(f"{n:12s} {v['replay_ms']:7.3f} ms (min {v['min_ms']:.3f})  kernels {v['profile_sum_ms']:.3f} ms  max|diff| {v['max_abs_diff_vs_base']}")
+    if "torch" in res:
+        print(f"torch cuda graph: {res['torch']}")
+    if "base" in res["variants"]:
+        print("\nbase, slowest kernels:")
+        for r in res["variants"]["base"]["top"][:25]:
+            print(f"  {r['ms']:.4f} {r.get('label', '')} grid {r.get('grid')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
