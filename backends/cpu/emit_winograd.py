@@ -51,6 +51,7 @@ MAX_V_BYTES = 2 << 20  # per-thread stack buffer of transformed input
 MIN_LANE_USE = (
     0.5  # output pixels / (16 x lanes) per block below which the direct conv is emitted
 )
+MIN_BLOCKS = 2  # blocks of tiles (images x tile-row groups) below which the direct conv is emitted
 ROWS = 16  # R: output channels per micro-kernel block
 
 BT = np.array(
@@ -170,11 +171,15 @@ def emit_fused_winograd(kb, kop, in_ptrs, out_ptrs, tid, nthreads, ctx):
     wt = ctx.consts[w_index]
     tw, th = -(-geo.OW // 4), -(-geo.OH // 4)
     rpb = min(wl // tw, th) if tw <= wl else 0  # tile rows per block
-    # lanes doing useful work: small images (7x7: 4 tiles in 16 lanes) lose to the direct conv
+    # lanes doing useful work: small images (7x7: 4 tiles in 16 lanes) lose to the direct conv;
+    # so does a single block of tiles (14x14 at batch 1): every transformed weight (4x the
+    # direct conv's bytes) then serves one vector of tiles, and streaming them from L3 costs
+    # more than the FLOPs saved (ResNet-50 b1 layer-3 3x3: 0.83 -> 0.74 ms direct)
     if (
         wt is None
         or not rpb
         or geo.OH * geo.OW < MIN_LANE_USE * 16 * wl * -(-th // rpb)
+        or geo.N * -(-th // rpb) < MIN_BLOCKS
     ):
         return emit_fused_conv(kb, kop, in_ptrs, out_ptrs, tid, nthreads, ctx)
     b = kb.b

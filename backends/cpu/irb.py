@@ -89,6 +89,29 @@ class KernelBuilder:
         hi = self.smin(hi, const_i64(n))
         return lo, hi
 
+    def weighted_thread_range(self, n: int, period: int, tail: int, cost: int, tail_cost: int, tid, nthreads):
+        """This thread's [lo, hi) share of range(n) by cost: n is whole periods of `period` items,
+        each period's last `tail` items cost `tail_cost`, the others `cost` (integers). An item
+        belongs to the thread whose share of the total cost holds the item's start.
+        With tail_cost == cost it is thread_range's split but for its rounding."""
+        if tail_cost == cost or tail == 0:
+            return self.thread_range(n, tid, nthreads)
+        b = self.b
+        full = (period - tail) * cost
+        per_cost = full + tail * tail_cost
+        total = const_i64(n // period * per_cost)
+
+        def items_before(t):  # items whose start lies before thread t's first cost unit
+            pos = b.sdiv(b.mul(total, t), nthreads)
+            q = b.sdiv(pos, const_i64(per_cost))
+            r = b.sub(pos, b.mul(q, const_i64(per_cost)))
+            head = b.sdiv(b.add(r, const_i64(cost - 1)), const_i64(cost))
+            in_tail = b.sdiv(b.add(b.sub(r, const_i64(full)), const_i64(tail_cost - 1)), const_i64(tail_cost))
+            j = b.select(b.icmp_signed("<=", r, const_i64(full)), head, b.add(const_i64(period - tail), in_tail))
+            return self.smin(b.add(b.mul(q, const_i64(period)), j), const_i64(n))
+
+        return items_before(tid), items_before(b.add(tid, const_i64(1)))
+
     def smin(self, a, c):
         return self.b.select(self.b.icmp_signed("<", a, c), a, c)
 

@@ -47,6 +47,13 @@ def microkernel(kb: KernelBuilder, R: int, V: int, klo, khi, a_val, b_vec, accs:
     return [flat[r * V : (r + 1) * V] for r in range(R)]
 
 
+def tile_cost(K: int, r: int, v: int, w: int) -> float:
+    """Modelled cycles of one r x v tile over K: per k, r*v FMAs and r+v loads at 2/cycle, at
+    least 4 cycles (FMA latency), B streaming from L2 (~24 bytes/cycle: wide tiles starve;
+    A broadcasts hit L1), plus the tile's setup and stores."""
+    return K * (max(r * v / 2, (r + v) / 2, 4, v * w * 4 / 24) + 0.6) + 3 * r * v + 40
+
+
 def choose_tile(M: int, ncols: int, K: int, w: int, regs: int, max_rows: int = 16, pad_rows: bool = False) -> tuple[int, int]:
     """(R rows, V vectors) minimizing a cycle model: per k, R*V FMAs and R+V loads at 2/cycle,
     at least 4 cycles (FMA latency over the accumulators), the B vectors at L2 bandwidth,
@@ -64,8 +71,7 @@ def choose_tile(M: int, ncols: int, K: int, w: int, regs: int, max_rows: int = 1
             nt, vt = divmod(nv, V)
 
             def cost(r, v):
-                # B streams from L2 (~24 bytes/cycle): wide tiles starve; A broadcasts hit L1
-                return K * (max(r * v / 2, (r + v) / 2, 4, v * w * 4 / 24) + 0.6) + 3 * r * v + 40
+                return tile_cost(K, r, v, w)
 
             c = mt * nt * cost(R, V)
             if rt:
@@ -80,4 +86,4 @@ def choose_tile(M: int, ncols: int, K: int, w: int, regs: int, max_rows: int = 1
     return best[1]
 
 
-__all__ = ["F32_ONLY_HINT", "choose_tile", "microkernel"]
+__all__ = ["F32_ONLY_HINT", "choose_tile", "microkernel", "tile_cost"]
