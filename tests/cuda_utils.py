@@ -140,6 +140,26 @@ def _conv_chain_model(cin, mid, cout, hw, batch=1):
     return m, {"x": rand(batch, cin, hw, hw, seed=5)}
 
 
+def _residual_model(cin, mid, cout, hw, batch=1):
+    """Two bottleneck blocks (1x1 -> 3x3 -> 1x1 + shortcut, ReLU; the first with a 1x1 projection shortcut,
+    the second with the identity), then a global average pool: with tensor cores every convolution output
+    is stored channels-last, read so by the convolutions, the residual adds and the pool."""
+    ws = {f"w{i}": rand(*shape, seed=i, scale=s) for i, (shape, s) in enumerate([((mid, cin, 1, 1), 0.3), ((mid, mid, 3, 3), 0.1), ((cout, mid, 1, 1), 0.2), ((cout, cin, 1, 1), 0.3), ((mid, cout, 1, 1), 0.2), ((mid, mid, 3, 3), 0.1), ((cout, mid, 1, 1), 0.2)], 1)}
+
+    def conv(x, w, y, k=1):
+        return helper.make_node("Conv", [x, w], [y], kernel_shape=[k, k], pads=[k // 2] * 4)
+
+    nodes = [
+        conv("x", "w1", "c1"), helper.make_node("Relu", ["c1"], ["r1"]), conv("r1", "w2", "c2", 3), helper.make_node("Relu", ["c2"], ["r2"]),
+        conv("r2", "w3", "c3"), conv("x", "w4", "s"), helper.make_node("Add", ["c3", "s"], ["a1"]), helper.make_node("Relu", ["a1"], ["y1"]),
+        conv("y1", "w5", "d1"), helper.make_node("Relu", ["d1"], ["q1"]), conv("q1", "w6", "d2", 3), helper.make_node("Relu", ["d2"], ["q2"]),
+        conv("q2", "w7", "d3"), helper.make_node("Add", ["d3", "y1"], ["a2"]), helper.make_node("Relu", ["a2"], ["y2"]),
+        helper.make_node("GlobalAveragePool", ["y2"], ["y"]),
+    ]
+    m = model(nodes, [("x", F, [batch, cin, hw, hw])], [("y", F, None)], list(ws.items()))
+    return m, {"x": rand(batch, cin, hw, hw, seed=9)}
+
+
 # name -> (builder, multiprocessors to size the grid for: few make the emulator use the big tiles)
 MMA_CASES = {
     "matmul-edges": (lambda: _mm_model(40, 48, 56), None),
@@ -160,6 +180,10 @@ MMA_CASES = {
     # a 1x1 convolution storing its output channels-last for the 3x3 one it feeds (no copy); split-K too
     "chain-channels-last": (lambda: _conv_chain_model(24, 32, 40, 8, batch=2), None),
     "chain-channels-last-splitk": (lambda: _conv_chain_model(256, 32, 16, 4), None),
+    # ResNet-like blocks, channels-last from the first convolutions to the pool (the input read NCHW: 8x8;
+    # copied channels-last first: 7x7)
+    "residual-channels-last": (lambda: _residual_model(16, 32, 24, 8, batch=2), None),
+    "residual-channels-last-7x7": (lambda: _residual_model(16, 32, 24, 7), None),
 }
 
 

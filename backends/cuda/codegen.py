@@ -301,23 +301,40 @@ def kernel_group(kop: k.FusedOp, ins: list, outs: list, in_consts: list, weight_
 
 
 def channels_last_values(gpu_kernels: list, tf32: bool) -> set:
-    """Activations to store channels-last ([batch][position][channel]): outputs of GEMM convolutions that
-    are read only as the input of convolutions that read a channels-last copy (conv.py's `_channels_last`),
-    which then need no copy. ResNet's 1x1 -> 3x3 pairs."""
+    """Activations to store channels-last ([batch][position][channel]).
+
+    Candidates: the outputs of tensor-core GEMM convolutions (conv.writes_channels_last) read only by
+    GPU kernels. A candidate stays one while every reader can read it so (conv.reads_channels_last:
+    a convolution's input, the residual of a convolution whose outputs are channels-last too, a global
+    pool); dropping one can drop others (a residual reader's outputs), so this repeats until nothing
+    changes: the largest consistent set. ResNet: every convolution output but the stem's copy source,
+    so no transpose kernel is left between the stem and the pool."""
     groups = {kop: kernel_group(kop, ins, outs, consts, lambda op: None)[0] for kop, ins, outs, consts in gpu_kernels}
     ctx = SimpleNamespace(tf32=tf32)
-    found = set()
+    cand: set = set()
     for kop, grp in groups.items():
-        if not conv.writes_channels_last(grp):
+        if not conv.writes_channels_last(ctx, grp):
             continue
         yields = list(kop.body.block.last_op.operands)
         for i, v in enumerate(kop.outputs):
-            users = [u.operation for u in v.uses]
-            if yields[i] not in grp.outputs or yields.count(yields[i]) > 1 or not users:
+            if yields[i] not in grp.outputs or yields.count(yields[i]) > 1 or not v.uses or not all(u.operation in groups for u in v.uses):
                 continue
-            if all(u in groups and conv.reads_channels_last(ctx, groups[u], u.body.block.args[u.operands.index(v)]) for u in users):
-                found.add(v)
-    return found
+            cand.add(v)
+
+    def readable(v) -> bool:
+        for u in {use.operation for use in v.uses}:
+            args = [u.body.block.args[i] for i, x in enumerate(u.operands) if x is v]
+            out_nhwc = all(o in cand for o in u.outputs)
+            if not all(conv.reads_channels_last(ctx, groups[u], a, out_nhwc) for a in args):
+                return False
+        return True
+
+    changed = True
+    while changed:
+        drop = {v for v in cand if not readable(v)}
+        cand -= drop
+        changed = bool(drop)
+    return cand
 
 
 def emit_gpu_kernel(ctx: EmitCtx, kop: k.FusedOp, ins: list[BufRef], outs: list[BufRef], in_consts: list, weight_ref, nhwc: set = frozenset()) -> None:

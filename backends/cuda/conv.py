@@ -31,6 +31,7 @@ from llvmlite import ir
 from dsc.backends.cpu.codegen import BufRef
 from dsc.backends.cuda.ew import Coords, contiguous_strides, load_elem
 from dsc.backends.cuda.gemm import Operand, StridedOperand, _mul, _unravel, emit_gemm, epilogue_ops, make_epilogue
+from dsc.backends.cuda import rows
 from dsc.backends.cuda.gpubuilder import c32, cf
 from dsc.backends.cuda.mma import mma_kind, stage_depth, worth_mma
 from dsc.dialects import graph as g
@@ -318,24 +319,59 @@ def _channels_last(ctx, grp) -> bool:
     return not nchw_vectors
 
 
-def writes_channels_last(grp) -> bool:
-    """Whether this group is a GEMM convolution, whose outputs can be stored channels-last."""
+def writes_channels_last(ctx, grp) -> bool:
+    """Whether this group is a tensor-core GEMM convolution, whose outputs its epilogue can store channels-last
+    (walking m, coalesced along channels)."""
     if not match_conv(grp):
         return False
     conv = grp.ops[0]
-    ws = sig_of(conv.weight.type)
-    return len(sig_of(conv.result.type).shape) >= 3 and not (ws.shape[1] == 1 and int(conv.py_attrs()["group"]) > 1)
-
-
-def reads_channels_last(ctx, grp, arg) -> bool:
-    """Whether this group reads `arg` (a leaf) only as the input of a convolution that reads a
-    channels-last copy of it (so a producer may store it channels-last instead)."""
-    if not match_conv(grp):
+    ws, xs = sig_of(conv.weight.type), sig_of(conv.input.type)
+    if len(sig_of(conv.result.type).shape) < 3 or (ws.shape[1] == 1 and int(conv.py_attrs()["group"]) > 1):
         return False
+    return mma_kind(ws.dtype, xs.dtype, ctx.tf32) is not None
+
+
+def can_read_channels_last(ctx, grp) -> bool:
+    """Whether this convolution can read its input stored channels-last: a tensor-core GEMM whose
+    channels-last im2col serves it (`_channels_last`, or channels a multiple of 8 and either one kernel
+    position or k ordered (position, channel)); not a stem, which pads its own copy."""
+    if _channels_last(ctx, grp):
+        return not _stem_channels(ctx, grp)
     conv = grp.ops[0]
-    if conv.input is not arg or any(u.operation is not conv or u.index != 0 for u in arg.uses):
+    xs, ws = sig_of(conv.input.type), sig_of(conv.weight.type)
+    kind = mma_kind(ws.dtype, xs.dtype, ctx.tf32)
+    if kind is None or np.dtype(xs.dtype) != np.dtype(ws.dtype) or int(conv.py_attrs()["group"]) != 1 or ws.shape[1] % 8:
         return False
-    return _channels_last(ctx, grp) and not _stem_channels(ctx, grp)
+    out = sig_of(conv.result.type).shape
+    if not worth_mma(ws.shape[0], out[0] * int(np.prod(out[2:], dtype=np.int64)), ws.shape[1] * int(np.prod(ws.shape[2:], dtype=np.int64))):
+        return False
+    return int(np.prod(ws.shape[2:], dtype=np.int64)) == 1 or bool(_tap_major_stage(ctx, grp))
+
+
+def reads_channels_last(ctx, grp, arg, out_nhwc: bool) -> bool:
+    """Whether this group can read `arg` (a leaf) stored channels-last, each of its uses:
+
+    * the input of a convolution that `can_read_channels_last`;
+    * an operand of a tensor-core convolution's epilogue (a residual) of the output's shape, when the
+      group's outputs are channels-last too (`out_nhwc`: the epilogue walks m, so the reads coalesce);
+    * an input of a row program (a global pool) of the rows' shape (its loads follow the layout).
+    """
+    shape = tuple(sig_of(arg.type).shape)
+    if match_conv(grp):
+        conv = grp.ops[0]
+        out = tuple(sig_of(conv.result.type).shape)
+        rest = epilogue_ops(grp, conv) or []
+        for u in arg.uses:
+            if u.operation is conv:
+                if u.index != 0 or not can_read_channels_last(ctx, grp):
+                    return False
+            elif not (u.operation in rest and shape == out and out_nhwc and writes_channels_last(ctx, grp)):
+                return False
+        return True
+    if rows.match_rows(grp):
+        S, _ = rows.reduction_domain(next(op for op in grp.ops if isinstance(op, rows.REDUCTIONS)))
+        return len(shape) >= 3 and shape == tuple(S) and all(isinstance(u.operation, g.GlobalAvgPoolOp | g.GlobalMaxPoolOp) for u in arg.uses)
+    return False
 
 
 def _stem_channels(ctx, grp) -> int:
@@ -438,8 +474,8 @@ def emit_conv(ctx, grp) -> None:
     stem = _stem_channels(ctx, grp) if layout and layout.startswith("ohwi") and layout != "ohwi" else 0
     assert stem == (int(layout[4:]) if stem else 0), "weights repacked for a stem that no longer qualifies"
     stored_nhwc = grp.layout.get(conv.input) == "nhwc"  # the producer wrote it channels-last
-    assert not stored_nhwc or (_channels_last(ctx, grp) and not stem), "a channels-last input for a convolution that reads NCHW"
-    nhwc = bool(stem) or _channels_last(ctx, grp)
+    assert not stored_nhwc or (can_read_channels_last(ctx, grp) and not stem), "a channels-last input for a convolution that reads NCHW"
+    nhwc = bool(stem) or _channels_last(ctx, grp) or stored_nhwc
     channels = stem or cg
     if stem:
         K = _stem_k(ksz, stem)
@@ -573,4 +609,4 @@ def _emit_depthwise(ctx, grp, conv, rest, epi_store, coords_of, a):
 
 
 
-__all__ = ["ChannelsLastIm2colOperand", "Im2colOperand", "TapMajorIm2colOperand", "emit_conv", "emit_to_channels_last", "match_conv", "prepare_conv", "reads_channels_last", "writes_channels_last"]
+__all__ = ["ChannelsLastIm2colOperand", "Im2colOperand", "TapMajorIm2colOperand", "emit_conv", "emit_to_channels_last", "match_conv", "can_read_channels_last", "prepare_conv", "reads_channels_last", "writes_channels_last"]

@@ -214,12 +214,23 @@ class Leaf:
     shape: tuple[int, ...]
     dtype: np.dtype
     channel_only: bool = False  # a [C] parameter read at coordinate 1 (batch_norm)
+    nhwc: bool = False  # stored [batch][positions][channel] (codegen.channels_last_values); read at the output's shape
 
     def load(self, gb: GpuBuilder, coords: Coords):
         if self.channel_only:
             return load_elem(gb, self.ptr, coords.coord(1), self.dtype)
+        if self.nhwc:
+            assert tuple(self.shape) == coords.shape, ("a channels-last leaf is read at its own shape", self.shape, coords.shape)
+            return load_elem(gb, self.ptr, coords.offset(channels_last_strides(self.shape)), self.dtype)
         st = broadcast_strides(self.shape, coords.shape)
         return load_elem(gb, self.ptr, coords.offset(st), self.dtype)
+
+
+def channels_last_strides(shape) -> list:
+    """Strides of a [batch][channel][positions...] tensor stored [batch][positions...][channel]."""
+    c = shape[1]
+    sp = [s * c for s in contiguous_strides(shape[2:])]
+    return [c * int(np.prod(shape[2:], dtype=np.int64)), 1, *sp]
 
 
 def gpu_cast(gb: GpuBuilder, x, src: np.dtype, dst: np.dtype):

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from dsc.backends.cuda.ew import Coords, Leaf, contiguous_strides, eval_ops, is_ew, load_elem, store_elem
+from dsc.backends.cuda.ew import Coords, Leaf, channels_last_strides, contiguous_strides, eval_ops, is_ew, load_elem, store_elem
 from dsc.backends.cuda.gpubuilder import F32, GpuBuilder, c32, cf
 from dsc.backends.cuda.mma import block_tile, choose_mma_tiling, close_k_loop, mma_kind, open_k_loop, worth_mma
 from dsc.backends.cuda.mma_pipe import PIPE_CONFIGS, emit_pipelined_mma_body
@@ -391,13 +391,6 @@ def _leaves_for(grp, values, ptr_of):
     return {v: Leaf(ptr_of(v), sig_of(v.type).shape, sig_of(v.type).dtype) for v in values}
 
 
-def channels_last_strides(shape) -> list:
-    """Strides of a [batch][channel][positions...] tensor stored [batch][positions...][channel]."""
-    c = shape[1]
-    sp = [s * c for s in contiguous_strides(shape[2:])]
-    return [c * int(np.prod(shape[2:], dtype=np.int64)), 1, *sp]
-
-
 def make_epilogue(grp, anchor, rest, out_shape, coords_of):
     """epi_store(gb, ptrs, z, m, n, acc): the anchor's value acc at (z, m, n) through `rest`, stored
     (outputs marked "nhwc" in grp.layout channels-last)."""
@@ -406,7 +399,7 @@ def make_epilogue(grp, anchor, rest, out_shape, coords_of):
     def epi_store(gb, ptrs, z, m, n, acc, extra=None):
         coords = coords_of(gb, z, m, n)
         env = {anchor.results[0]: acc if extra is None else extra(gb, ptrs, coords, acc)}
-        leaves = {v: Leaf(ptrs[grp.index[v]], sig_of(v.type).shape, sig_of(v.type).dtype) for v in grp.leaves}
+        leaves = {v: Leaf(ptrs[grp.index[v]], sig_of(v.type).shape, sig_of(v.type).dtype, nhwc=grp.layout.get(v) == "nhwc") for v in grp.leaves}
         eval_ops(gb, rest, env, leaves, coords, grp.consts)
         for v in outs:
             ref = grp.outputs[v]

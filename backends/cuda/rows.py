@@ -150,7 +150,7 @@ def emit_rows(ctx, grp) -> None:
         b = gb.b
         r = gb.ctaid("x")
         tid = gb.tid()
-        leaves = {v: Leaf(ptrs[grp.index[v]], sig_of(v.type).shape, sig_of(v.type).dtype) for v in grp.leaves}
+        leaves = {v: Leaf(ptrs[grp.index[v]], sig_of(v.type).shape, sig_of(v.type).dtype, nhwc=grp.layout.get(v) == "nhwc") for v in grp.leaves}
         scalars: dict = {}  # row-scalar values (uniform in the block)
         scratch = gb.shared(F32, 32, "red")
 

@@ -28,7 +28,62 @@ VARIANTS = {
     "big_256": {("mma_pipe", "PIPE_BIG"): (128, 256, 64, 64, 3, 1), ("codegen", "MAX_SMEM"): 227 * 1024},
     "wide_4st": {("mma_pipe", "PIPE_WIDE"): (64, 128, 32, 64, 4, 2), ("mma_pipe", "PIPE_MID"): (64, 64, 32, 32, 5, 4)},
     "bk64_w64": {("mma", "ROW_BYTES"): 128, ("codegen", "MAX_SMEM"): 227 * 1024, ("mma_pipe", "PIPE_BIG"): (128, 128, 64, 64, 3, 1)},
+    "balance": {("gemm", "choose_mma_tiling"): "balanced_tiling"},
+    "old_layouts": {("codegen", "channels_last_values"): "pairs_only_layouts"},
 }
+
+
+def pairs_only_layouts(gpu_kernels, tf32):
+    """The layout rule before residuals and pools read channels-last: a conv output is stored so only when
+    every reader is a convolution that would otherwise copy its input channels-last."""
+    from types import SimpleNamespace
+
+    from dsc.backends.cuda import conv
+    from dsc.backends.cuda.codegen import kernel_group
+
+    groups = {kop: kernel_group(kop, ins, outs, consts, lambda op: None)[0] for kop, ins, outs, consts in gpu_kernels}
+    ctx = SimpleNamespace(tf32=tf32)
+    found = set()
+    for kop, grp in groups.items():
+        if not conv.writes_channels_last(ctx, grp):
+            continue
+        yields = list(kop.body.block.last_op.operands)
+        for i, v in enumerate(kop.outputs):
+            users = [u.operation for u in v.uses]
+            if yields[i] not in grp.outputs or yields.count(yields[i]) > 1 or not users:
+                continue
+            ok = True
+            for u in users:
+                if u not in groups or not conv.match_conv(groups[u]):
+                    ok = False
+                    break
+                arg = u.body.block.args[u.operands.index(v)]
+                c = groups[u].ops[0]
+                if c.input is not arg or any(x.operation is not c or x.index != 0 for x in arg.uses) or not conv._channels_last(ctx, groups[u]) or conv._stem_channels(ctx, groups[u]):
+                    ok = False
+                    break
+            if ok:
+                found.add(v)
+    return found
+
+
+def balanced_tiling(M, N, K, Z, sms, configs):
+    """Big, wide or mid by how evenly their blocks fill whole waves of `sms`, times a guess of each tile's
+    relative efficiency; small with split-K as before when none fills the machine."""
+    from dsc.backends.cuda.mma import choose_mma_tiling
+
+    big, wide, mid, small = configs
+    eff = {id(big): 1.0, id(wide): 0.92, id(mid): 0.8}
+    best, score = None, 0.0
+    for c in (big, wide, mid):
+        blocks = Z * -(-M // c.BM) * -(-N // c.BN)
+        waste = (Z * -(-M // c.BM) * c.BM * -(-N // c.BN) * c.BN) / (Z * M * N)
+        if waste >= 1.34 or blocks < sms // 2:
+            continue
+        s = blocks / (-(-blocks // sms) * sms) * eff[id(c)] / waste
+        if s > score:
+            best, score = c, s
+    return (best, 1) if best is not None else choose_mma_tiling(M, N, K, Z, sms, configs)
 
 
 def apply_patches(patches: dict) -> None:
@@ -40,6 +95,8 @@ def apply_patches(patches: dict) -> None:
         m = importlib.import_module(f"dsc.backends.cuda.{mod}")
         if isinstance(val, tuple):
             val = mma_pipe.PipeConfig(*val)
+        elif isinstance(val, str):
+            val = globals()[val]
         setattr(m, attr, val)
     mma_pipe.PIPE_CONFIGS[:] = [mma_pipe.PIPE_BIG, mma_pipe.PIPE_WIDE, mma_pipe.PIPE_MID, mma_pipe.PIPE_SMALL]
 
