@@ -184,6 +184,7 @@ MMA_CASES = {
     # copied channels-last first: 7x7)
     "residual-channels-last": (lambda: _residual_model(16, 32, 24, 8, batch=2), None),
     "residual-channels-last-7x7": (lambda: _residual_model(16, 32, 24, 7), None),
+    "residual-channels-last-big": (lambda: _residual_model(32, 128, 120, 16), 1),  # 128x128 tiles, an m edge
 }
 
 

@@ -463,6 +463,9 @@ def emit_conv(ctx, grp) -> None:
     def epi_store(gb, ptrs, z, m, n, acc):
         epi(gb, ptrs, z, m, n, acc, add_bias)
 
+    def epi_run(gb, ptrs, z, m, n, accs):
+        epi.run(gb, ptrs, z, m, n, accs, add_bias)
+
     if cg == 1 and mg >= 1 and groups > 1:
         _emit_depthwise(ctx, grp, conv, rest, epi_store, coords_of, a)
         return
@@ -495,7 +498,7 @@ def emit_conv(ctx, grp) -> None:
     m_fastest = any(grp.layout.get(v) == "nhwc" for v in grp.outputs)
     if m_fastest:
         label += " (channels-last output)"
-    emit_gemm(ctx, "conv", mg, N, K, groups, operands, epi_store, label, (ws.dtype, xs.dtype), extra_reads={xi} if copy else (), m_fastest=m_fastest)
+    emit_gemm(ctx, "conv", mg, N, K, groups, operands, epi_store, label, (ws.dtype, xs.dtype), extra_reads={xi} if copy else (), m_fastest=m_fastest, epi_run=epi_run if m_fastest else None)
 
 
 DW_STRIP = 4  # outputs along a row per thread of a 2-D depthwise convolution

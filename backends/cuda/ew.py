@@ -94,15 +94,7 @@ def reg_type(dtype) -> ir.Type:
 
 def load_elem(gb: GpuBuilder, ptr, off, dtype):
     b = gb.b
-    v = b.load(b.gep(ptr, [off], inbounds=True))
-    dt = np.dtype(dtype)
-    if dt == np.float16:
-        return b.fpext(v, F32)
-    if dt == BFLOAT16:
-        return bf16_to_f32(gb, v)
-    if dt == np.bool_:
-        return b.icmp_unsigned("!=", v, ir.Constant(I8, 0))
-    return v
+    return _elem_reg(gb, b.load(b.gep(ptr, [off], inbounds=True)), np.dtype(dtype))
 
 
 def store_elem(gb: GpuBuilder, v, ptr, off, dtype):
@@ -115,6 +107,55 @@ def store_elem(gb: GpuBuilder, v, ptr, off, dtype):
     elif dt == np.bool_:
         v = b.zext(v, I8) if v.type == I1 else v
     b.store(v, b.gep(ptr, [off], inbounds=True))
+
+
+def _elem_reg(gb: GpuBuilder, v, dt):
+    """A loaded element as a register (load_elem's conversions)."""
+    b = gb.b
+    if dt == np.float16:
+        return b.fpext(v, F32)
+    if dt == BFLOAT16:
+        return bf16_to_f32(gb, v)
+    if dt == np.bool_:
+        return b.icmp_unsigned("!=", v, ir.Constant(I8, 0))
+    return v
+
+
+def _run_ptr(gb: GpuBuilder, ptr, off, dtype, n: int):
+    """(pointer to <n x elem> at ptr[off], alignment): off a multiple of n, the buffer 16-byte aligned."""
+    b = gb.b
+    t = mem_type(dtype)
+    vt = ir.VectorType(t, n)
+    p = b.gep(ptr, [off], inbounds=True)
+    return b.bitcast(p, vt.as_pointer(p.type.addrspace)), min(16, n * np.dtype(dtype).itemsize)
+
+
+def load_run(gb: GpuBuilder, ptr, off, dtype, n: int) -> list:
+    """n consecutive elements from ptr[off] (off a multiple of n) as one vector load, as registers."""
+    b = gb.b
+    vp, align = _run_ptr(gb, ptr, off, dtype, n)
+    vec = b.load(vp, align=align)
+    dt = np.dtype(dtype)
+    return [_elem_reg(gb, b.extract_element(vec, c32(j)), dt) for j in range(n)]
+
+
+def store_run(gb: GpuBuilder, vals: list, ptr, off, dtype):
+    """Registers vals to ptr[off ...] (off a multiple of len(vals)) as one vector store."""
+    b = gb.b
+    dt = np.dtype(dtype)
+    t = mem_type(dt)
+    vp, align = _run_ptr(gb, ptr, off, dt, len(vals))
+    vec = ir.Constant(vp.type.pointee, None)
+    for j, v in enumerate(vals):
+        if dt == np.float16:
+            v = b.fptrunc(v, F16) if v.type != F16 else v
+        elif dt == BFLOAT16:
+            v = f32_to_bf16(gb, v)
+        elif dt == np.bool_:
+            v = b.zext(v, I8) if v.type == I1 else v
+        assert v.type == t, (v.type, t)
+        vec = b.insert_element(vec, v, c32(j))
+    b.store(vec, vp, align=align)
 
 
 def const_value(arr: np.ndarray):
@@ -317,4 +358,4 @@ def is_ew(op) -> bool:
     return isinstance(op, EW_OPS)
 
 
-__all__ = ["Coords", "Leaf", "eval_ops", "load_elem", "store_elem", "mem_type", "reg_type", "contiguous_strides", "EW_OPS", "gpu_cast", "const_value", "F16"]
+__all__ = ["Coords", "Leaf", "eval_ops", "load_elem", "load_run", "store_elem", "store_run", "mem_type", "reg_type", "contiguous_strides", "EW_OPS", "gpu_cast", "const_value", "F16"]

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from dsc.backends.cuda.ew import Coords, Leaf, channels_last_strides, contiguous_strides, eval_ops, is_ew, load_elem, store_elem
+from dsc.backends.cuda.ew import Coords, Leaf, channels_last_strides, contiguous_strides, eval_ops, is_ew, load_elem, load_run, store_elem, store_run
 from dsc.backends.cuda.gpubuilder import F32, GpuBuilder, c32, cf
 from dsc.backends.cuda.mma import block_tile, choose_mma_tiling, close_k_loop, mma_kind, open_k_loop, worth_mma
 from dsc.backends.cuda.mma_pipe import PIPE_CONFIGS, emit_pipelined_mma_body
@@ -288,11 +288,13 @@ def _smem_vec(gb: GpuBuilder, smem, idx, n: int):
 # ------------------------------------------------------------ emitting a GEMM with an epilogue
 
 
-def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi_store, label: str, dtypes=(np.float32, np.float32), extra_reads=(), m_fastest: bool = False):
+def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi_store, label: str, dtypes=(np.float32, np.float32), extra_reads=(), m_fastest: bool = False, epi_run=None):
     """Launch(es) of a GEMM: `make_operands(ptrs) -> (A, B)`, `epi_store(gb, ptrs, z, m, n, acc)`.
 
     `m_fastest`: the output is contiguous along m (a channels-last convolution output): the
-    tensor-core epilogue and the split-K sum walk m fastest.
+    tensor-core epilogue and the split-K sum walk m fastest. `epi_run(gb, ptrs, z, m, n, accs)`, if
+    given, stores a run of consecutive m at once (make_epilogue's `run`): the tensor-core epilogue
+    then moves 8 channels per thread as vectors.
 
     `ctx.refs` (in order) are the kernel's buffers; ptrs maps each ref index to its pointer.
     `dtypes`: the element types of A and B, which pick tensor cores (mma.py) or
@@ -305,13 +307,16 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
         cfg, split = choose_mma_tiling(M, N, K, Z, ctx.sms, PIPE_CONFIGS)
         label += f" ({kind} tensor cores)"
 
-        def core(gb, cfg, M, N, K, A, B, epi, split, nz):
-            emit_pipelined_mma_body(gb, cfg, M, N, K, A, B, epi, split, nz, kind, m_fastest=m_fastest and split == 1)
+        def core(gb, cfg, M, N, K, A, B, epi, split, nz, run=None):
+            emit_pipelined_mma_body(gb, cfg, M, N, K, A, B, epi, split, nz, kind, m_fastest=m_fastest and split == 1, epi_run=run if split == 1 else None)
 
         fallback = PIPE_CONFIGS[0]
     else:
         cfg, split = choose_tiling(M, N, K, Z, ctx.sms)
-        core, fallback = emit_gemm_body, CONFIGS[0]
+        fallback = CONFIGS[0]
+
+        def core(gb, cfg, M, N, K, A, B, epi, split, nz, run=None):
+            emit_gemm_body(gb, cfg, M, N, K, A, B, epi, split, nz)
     grid = (-(-N // cfg.BN), -(-M // cfg.BM), Z * split)
     if grid[1] > 65535 or grid[2] > 65535:
         cfg, split = fallback, 1
@@ -321,7 +326,8 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
     if split == 1:
         def body(gb, ptrs):
             A, B = make_operands(gb, ptrs)
-            core(gb, cfg, M, N, K, A, B, lambda gb_, z, m, n, acc, s: epi_store(gb_, ptrs, z, m, n, acc), 1, Z)
+            run = None if epi_run is None else (lambda gb_, z, m, n, accs: epi_run(gb_, ptrs, z, m, n, accs))
+            core(gb, cfg, M, N, K, A, B, lambda gb_, z, m, n, acc, s: epi_store(gb_, ptrs, z, m, n, acc), 1, Z, run)
 
         ctx.launch(name, ctx.refs, grid, cfg.threads, body, label, extra_reads=extra_reads, min_blocks=getattr(cfg, "min_blocks", 0))
         return
@@ -406,6 +412,33 @@ def make_epilogue(grp, anchor, rest, out_shape, coords_of):
             off = coords.offset(channels_last_strides(coords.shape)) if grp.layout.get(v) == "nhwc" else coords.flat()
             store_elem(gb, env[v], ptrs[grp.index[v]], off, ref.dtype)
 
+    # leaves the epilogue reads at the output's position, stored channels-last: a run of m is one vector
+    run_leaves = [v for v in grp.leaves if grp.layout.get(v) == "nhwc" and any(u.operation in rest for u in v.uses)]
+
+    def epi_store_run(gb, ptrs, z, m, n, accs, extra=None):
+        """len(accs) consecutive m from m (a multiple of len(accs); the channels too) at (z, n): channels-last
+        leaves and outputs move as one vector load / store each, the rest element by element."""
+        V = len(accs)
+        first = coords_of(gb, z, m, n)
+        cl_off = first.offset(channels_last_strides(first.shape))
+        runs = {v: load_run(gb, ptrs[grp.index[v]], cl_off, sig_of(v.type).dtype, V) for v in run_leaves}
+        leaves = {v: Leaf(ptrs[grp.index[v]], sig_of(v.type).shape, sig_of(v.type).dtype, nhwc=grp.layout.get(v) == "nhwc") for v in grp.leaves}
+        envs = []
+        for j in range(V):
+            coords = first if j == 0 else coords_of(gb, z, gb.b.add(m, c32(j)), n)
+            env = {anchor.results[0]: accs[j] if extra is None else extra(gb, ptrs, coords, accs[j])}
+            env.update({v: vals[j] for v, vals in runs.items()})
+            eval_ops(gb, rest, env, leaves, coords, grp.consts)
+            envs.append((coords, env))
+        for v in outs:
+            ref = grp.outputs[v]
+            if grp.layout.get(v) == "nhwc":
+                store_run(gb, [env[v] for _, env in envs], ptrs[grp.index[v]], cl_off, ref.dtype)
+            else:
+                for coords, env in envs:
+                    store_elem(gb, env[v], ptrs[grp.index[v]], coords.flat(), ref.dtype)
+
+    epi_store.run = epi_store_run
     return epi_store
 
 

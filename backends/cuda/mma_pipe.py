@@ -40,6 +40,7 @@ The loop (S = stages, one barrier per k-tile):
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,7 @@ from llvmlite import ir
 I16 = ir.IntType(16)
 F16 = ir.HalfType()
 EPI_UNROLL = 16  # epilogue elements per thread and loop iteration (16 vs 8: ResNet-50 fp16 batch 32 2.38 vs 2.44 ms)
+RUN = 8  # consecutive m per thread in the epilogue of a channels-last output (16-byte f16 / bf16 vectors)
 
 
 @dataclass(frozen=True)
@@ -155,10 +157,12 @@ class _Tile:
         return b.add(b.mul(row, c32(self.pitch)), kk) if self.row_k else b.add(b.mul(kk, c32(self.pitch)), row)
 
 
-def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: int, A, B, epi, split: int, nz: int, kind: str, m_fastest: bool = False):
+def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: int, A, B, epi, split: int, nz: int, kind: str, m_fastest: bool = False, epi_run=None):
     """The body of a pipelined tensor-core GEMM kernel; grid = (ceil(N/BN), ceil(M/BM), nz*split), cfg.threads threads.
 
-    `m_fastest`: consecutive threads of the epilogue take consecutive m (an output contiguous along m)."""
+    `m_fastest`: consecutive threads of the epilogue take consecutive m (an output contiguous along m);
+    with `epi_run(gb, z, m, n, accs)` and M a multiple of RUN, each thread takes RUN consecutive m at a
+    time (vector loads and stores of a channels-last output and residual)."""
     b = gb.b
     T, S = cfg.threads, cfg.stages
     BM, BN, WM, WN = cfg.BM, cfg.BN, cfg.WM, cfg.WN
@@ -295,6 +299,9 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
     gb.cp_async_wait(0)
     gb.barrier()
     cs = b.bitcast(smem, F32.as_pointer(smem.type.addrspace))
+    if m_fastest and epi_run is not None and M % RUN == 0 and BM % RUN == 0:
+        _epilogue_runs(gb, cfg, M, N, m0, n0, z, wm, wn, g, t, accs, cs, epi_run)
+        return
     # walking n: rows padded by 8 (float2 fragment writes, conflict-free row reads); walking m: by 1
     # (column reads hit 32 banks; fragment writes as single words)
     LDC = BN + (1 if m_fastest else 8)
@@ -329,6 +336,49 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
                     epi(gb, z, m, n, v, s)
             else:
                 epi(gb, z, m, n, v, s)
+
+
+def _epilogue_runs(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, m0, n0, z, wm, wn, g, t, accs, cs, epi_run):
+    """The epilogue of a channels-last output: accumulators -> Cs[BN][BM + 4] (m contiguous), then each
+    thread takes RUN consecutive m of one n (two 16-byte shared loads), consecutive threads consecutive
+    runs, and `epi_run` moves the run's channels-last operands as vectors."""
+    b = gb.b
+    T, BM, BN, WM, WN = cfg.threads, cfg.BM, cfg.BN, cfg.WM, cfg.WN
+    MT, NT = WM // 16, WN // 8
+    LDM = BM + 4  # fragment writes (m = g, n = 2t) land in banks 8t + g; run reads stay 16-byte aligned
+    for i in range(MT):
+        for j in range(NT):
+            for h in range(2):
+                row = b.add(b.mul(wm, c32(WM)), b.add(c32(16 * i + 8 * h), g))
+                col = b.add(b.mul(wn, c32(WN)), b.add(c32(8 * j), b.shl(t, c32(1))))
+                p = b.gep(cs, [b.add(b.mul(col, c32(LDM)), row)], inbounds=True)
+                b.store(accs[i][j][2 * h], p)
+                b.store(accs[i][j][2 * h + 1], b.gep(p, [c32(LDM)], inbounds=True))
+    gb.barrier()
+    runs_m = BM // RUN
+    per = BM * BN // RUN
+    v4 = ir.VectorType(F32, 4)
+    checked = not (M % BM == 0 and N % BN == 0)
+    each = -(-per // T)  # runs per thread
+    unroll = min(each, EPI_UNROLL // RUN)
+    unroll = unroll if each % unroll == 0 else 1
+    with gb.loop32(0, each, unroll, "ep") as e:
+        for u in range(unroll):
+            idx = b.add(gb.tid(), b.mul(b.add(e, c32(u)), c32(T)))
+            r, c = b.urem(idx, c32(runs_m)), b.udiv(idx, c32(runs_m))
+            m, n = b.add(m0, b.mul(r, c32(RUN))), b.add(n0, c)
+            inside = b.icmp_unsigned("<", idx, c32(per)) if per % T else None
+            if checked:
+                ok = b.and_(b.icmp_signed("<", m, c32(M)), b.icmp_signed("<", n, c32(N)))
+                inside = ok if inside is None else b.and_(inside, ok)
+            with b.if_then(inside) if inside is not None else nullcontext():
+                base = b.add(b.mul(c, c32(LDM)), b.mul(r, c32(RUN)))
+                vals = []
+                for q in range(RUN // 4):
+                    p = b.gep(cs, [b.add(base, c32(4 * q))], inbounds=True)
+                    vec = b.load(b.bitcast(p, v4.as_pointer(p.type.addrspace)), align=16)
+                    vals += [b.extract_element(vec, c32(k)) for k in range(4)]
+                epi_run(gb, z, m, n, vals)
 
 
 __all__ = ["PipeConfig", "PIPE_BIG", "PIPE_WIDE", "PIPE_MID", "PIPE_SMALL", "PIPE_CONFIGS", "emit_pipelined_mma_body", "geometry"]

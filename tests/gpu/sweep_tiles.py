@@ -30,6 +30,7 @@ VARIANTS = {
     "bk64_w64": {("mma", "ROW_BYTES"): 128, ("codegen", "MAX_SMEM"): 227 * 1024, ("mma_pipe", "PIPE_BIG"): (128, 128, 64, 64, 3, 1)},
     "balance": {("gemm", "choose_mma_tiling"): "balanced_tiling"},
     "old_layouts": {("codegen", "channels_last_values"): "pairs_only_layouts"},
+    "no_runs": {("mma_pipe", "RUN"): 1 << 30},  # the channels-last epilogue element by element
 }
 
 
