@@ -80,6 +80,19 @@ def test_conv_lanes_k_blocked(lanes, monkeypatch, pack, panel, k, stride):
     assert lanes
 
 
+@pytest.mark.parametrize("k,stride,c", [(1, 1, 200), (3, 2, 70)])
+def test_conv_lanes_batch1_small_panels(lanes, k, stride, c):
+    """Batch 1: PANEL_BYTES_B1 chunks (with a short last one) and the next panel prefetched."""
+    assert emit_conv_cl.PANEL_BYTES_B1 < 200 * 32 * 4
+    rng = np.random.default_rng(19)
+    h = 7 * stride  # a 7x7 output
+    res = rand(rng, 1, 64, 7, 7)
+    epilogue = lambda y, add: add(g.ReluOp.make([add(g.AddOp.make([y, add(cst(res, "r"))]))]))
+    mod, ins = conv_module(rng, (1, c, h, h), 64, k, stride, k // 2, epilogue=epilogue)
+    check_native(mod, ins, group=ALL, **_tol((1, c), k, 1))
+    assert lanes
+
+
 @pytest.mark.parametrize("k,stride", [(1, 1), (3, 2), (1, 2)])
 def test_fused_conv_lanes_bn_residual_relu(lanes, k, stride):
     """The folded-BN ResNet block: per-channel scale and shift (vector loads), residual (gathers)."""
