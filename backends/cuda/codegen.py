@@ -60,7 +60,6 @@ from dsc.dialects.tensor_types import sig_of
 from dsc.runtime.errors import DscError
 
 GPU = "cuda:0"
-MAX_SMEM = 99 * 1024  # dynamic shared memory per block that every supported SM grants (sm_86/sm_89: 99 KiB; sm_80/87: 163; sm_90: 227)
 
 # emitters that repack constant leaves before emission: (name, matches(group), emit, prepare(ctx, group))
 PREPARE = [("conv", conv.match_conv, conv.emit_conv, conv.prepare_conv)]
@@ -147,8 +146,9 @@ class LazyWeight:
 class GpuModule:
     """The kernels of one program for one machine ("nvptx" or "emu")."""
 
-    def __init__(self, mode: str):
+    def __init__(self, mode: str, smem_limit: int = 99 * 1024):
         self.mode = mode
+        self.smem_limit = smem_limit  # dynamic shared memory a kernel may take (GpuTarget.smem_limit)
         self.llmod = ir.Module(name="dsc_gpu")
         if mode == "nvptx":
             self.llmod.triple = TRIPLE
@@ -191,8 +191,8 @@ class GpuModule:
         gb.prologue()
         body(gb, list(fn.args[: len(refs)]))
         gb.b.ret_void()
-        if gb.smem.size > MAX_SMEM:
-            raise DscError(f"GPU kernel {name} needs {gb.smem.size} bytes of shared memory (at most {MAX_SMEM})")
+        if gb.smem.size > self.smem_limit:
+            raise DscError(f"GPU kernel {name} needs {gb.smem.size} bytes of shared memory (at most {self.smem_limit})")
         return gb.smem.size
 
 
@@ -204,6 +204,7 @@ class EmitCtx:
         self.weights = weights  # the WeightBlob (constants, and the ones emitters repack)
         self.sms = gpu.sm_count
         self.tf32 = gpu.tf32
+        self.smem_limit = gpu.smem_limit
         self.prefix = prefix
         self.launches: list[Launch] = []
         self.scratch_top = scratch_base
@@ -300,7 +301,7 @@ def kernel_group(kop: k.FusedOp, ins: list, outs: list, in_consts: list, weight_
     return Group(ops, leaves, consts, outputs), copies
 
 
-def channels_last_values(gpu_kernels: list, tf32: bool) -> set:
+def channels_last_values(gpu_kernels: list, tf32: bool, smem_limit: int) -> set:
     """Activations to store channels-last ([batch][position][channel]).
 
     Candidates: the outputs of tensor-core GEMM convolutions (conv.writes_channels_last) read only by
@@ -310,7 +311,7 @@ def channels_last_values(gpu_kernels: list, tf32: bool) -> set:
     changes: the largest consistent set. ResNet: every convolution output but the stem's copy source,
     so no transpose kernel is left between the stem and the pool."""
     groups = {kop: kernel_group(kop, ins, outs, consts, lambda op: None)[0] for kop, ins, outs, consts in gpu_kernels}
-    ctx = SimpleNamespace(tf32=tf32)
+    ctx = SimpleNamespace(tf32=tf32, smem_limit=smem_limit)
     cand: set = set()
     for kop, grp in groups.items():
         if not conv.writes_channels_last(ctx, grp):
@@ -460,14 +461,14 @@ class HeteroCodegen(Codegen):
 
     def _emit_gpu(self, mode: str, chunks: int = 1) -> tuple[list[GpuModule], list[list[Launch]], int]:
         """The kernels in `chunks` modules (compiled in parallel), launches per kernel.fused, arena bytes."""
-        gms = [GpuModule(mode) for _ in range(max(1, chunks))]
+        gms = [GpuModule(mode, self.gpu.smem_limit) for _ in range(max(1, chunks))]
         names: set[str] = set()
         for gm in gms:
             gm.names = names  # kernel names unique across the chunks
         per_kernel = []
         scratch = 0
         base = _align(self.gpu_arena_planned)
-        nhwc = channels_last_values(self.gpu_kernels, self.gpu.tf32)
+        nhwc = channels_last_values(self.gpu_kernels, self.gpu.tf32, self.gpu.smem_limit)
         for n, (kop, ins, outs, consts) in enumerate(self.gpu_kernels):
             ctx = EmitCtx(gms[n % len(gms)], self.gpu, kop.sym_name.data, base, self.weights)
             emit_gpu_kernel(ctx, kop, ins, outs, consts, self._weight_ref, nhwc)

@@ -33,7 +33,7 @@ from dsc.backends.cuda.ew import Coords, contiguous_strides, load_elem
 from dsc.backends.cuda.gemm import Operand, StridedOperand, _mul, _unravel, emit_gemm, epilogue_ops, make_epilogue
 from dsc.backends.cuda import rows
 from dsc.backends.cuda.gpubuilder import c32, cf
-from dsc.backends.cuda.mma import mma_kind, stage_depth, worth_mma
+from dsc.backends.cuda.mma import mma_kind, row_bytes, stage_depth, worth_mma
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of
 
@@ -290,7 +290,7 @@ def _tap_major_stage(ctx, grp) -> int:
         return 0
     out = sig_of(conv.result.type).shape
     N = out[0] * int(np.prod(out[2:], dtype=np.int64))
-    stage = stage_depth(kind)
+    stage = stage_depth(kind, row_bytes(kind, cg * ksz, ctx.smem_limit, channels=cg))
     return stage if cg % stage == 0 and worth_mma(cout // groups, N, cg * ksz) else 0
 
 
@@ -498,7 +498,11 @@ def emit_conv(ctx, grp) -> None:
     m_fastest = any(grp.layout.get(v) == "nhwc" for v in grp.outputs)
     if m_fastest:
         label += " (channels-last output)"
-    emit_gemm(ctx, "conv", mg, N, K, groups, operands, epi_store, label, (ws.dtype, xs.dtype), extra_reads={xi} if copy else (), m_fastest=m_fastest, epi_run=epi_run if m_fastest else None)
+    # a tap-major operand's stage is the kernel's k-stage: both from the same row bytes
+    kind = mma_kind(ws.dtype, xs.dtype, ctx.tf32)
+    rb = row_bytes(kind, K, ctx.smem_limit, channels=cg if stage else None) if kind else None
+    assert not stage or stage == stage_depth(kind, rb), (stage, rb)
+    emit_gemm(ctx, "conv", mg, N, K, groups, operands, epi_store, label, (ws.dtype, xs.dtype), extra_reads={xi} if copy else (), m_fastest=m_fastest, epi_run=epi_run if m_fastest else None, row_bytes=rb)
 
 
 DW_STRIP = 4  # outputs along a row per thread of a 2-D depthwise convolution

@@ -38,6 +38,7 @@ from llvmlite import ir
 from dsc.backends.cuda.ew import Coords, Leaf, channels_last_strides, contiguous_strides, eval_ops, is_ew, load_elem, load_run, store_elem, store_run
 from dsc.backends.cuda.gpubuilder import F32, GpuBuilder, c32, cf
 from dsc.backends.cuda.mma import block_tile, choose_mma_tiling, close_k_loop, mma_kind, open_k_loop, worth_mma
+from dsc.backends.cuda.mma import row_bytes as mma_row_bytes, stage_depth
 from dsc.backends.cuda.mma_pipe import PIPE_CONFIGS, emit_pipelined_mma_body
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of
@@ -288,13 +289,14 @@ def _smem_vec(gb: GpuBuilder, smem, idx, n: int):
 # ------------------------------------------------------------ emitting a GEMM with an epilogue
 
 
-def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi_store, label: str, dtypes=(np.float32, np.float32), extra_reads=(), m_fastest: bool = False, epi_run=None):
+def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi_store, label: str, dtypes=(np.float32, np.float32), extra_reads=(), m_fastest: bool = False, epi_run=None, row_bytes: int | None = None):
     """Launch(es) of a GEMM: `make_operands(ptrs) -> (A, B)`, `epi_store(gb, ptrs, z, m, n, acc)`.
 
     `m_fastest`: the output is contiguous along m (a channels-last convolution output): the
     tensor-core epilogue and the split-K sum walk m fastest. `epi_run(gb, ptrs, z, m, n, accs)`, if
     given, stores a run of consecutive m at once (make_epilogue's `run`): the tensor-core epilogue
-    then moves 8 channels per thread as vectors.
+    then moves 8 channels per thread as vectors. `row_bytes`: the tensor-core kernel's bytes of k per
+    shared-memory stage row (mma.row_bytes of K unless given: a tap-major convolution fixes it).
 
     `ctx.refs` (in order) are the kernel's buffers; ptrs maps each ref index to its pointer.
     `dtypes`: the element types of A and B, which pick tensor cores (mma.py) or
@@ -306,9 +308,10 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
     if kind is not None:
         cfg, split = choose_mma_tiling(M, N, K, Z, ctx.sms, PIPE_CONFIGS)
         label += f" ({kind} tensor cores)"
+        rb = row_bytes or mma_row_bytes(kind, K, ctx.smem_limit)
 
         def core(gb, cfg, M, N, K, A, B, epi, split, nz, run=None):
-            emit_pipelined_mma_body(gb, cfg, M, N, K, A, B, epi, split, nz, kind, m_fastest=m_fastest and split == 1, epi_run=run if split == 1 else None)
+            emit_pipelined_mma_body(gb, cfg, M, N, K, A, B, epi, split, nz, kind, m_fastest=m_fastest and split == 1, epi_run=run if split == 1 else None, row_bytes=rb)
 
         fallback = PIPE_CONFIGS[0]
     else:
@@ -322,7 +325,8 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
         cfg, split = fallback, 1
         grid = (-(-N // cfg.BN), -(-M // cfg.BM), Z)
     # the shape and tiles, for profiles and `dsc explain`
-    label += f" [{Z}x{M}x{N}x{K}, tile {cfg.BM}x{cfg.BN}" + (f", split-K {split}]" if split > 1 else "]")
+    tile = f"{cfg.BM}x{cfg.BN}" + (f"x{stage_depth(kind, rb)}" if kind is not None else "")
+    label += f" [{Z}x{M}x{N}x{K}, tile {tile}" + (f", split-K {split}]" if split > 1 else "]")
     if split == 1:
         def body(gb, ptrs):
             A, B = make_operands(gb, ptrs)

@@ -19,6 +19,8 @@ from dsc.backends.cuda.gpubuilder import F32, I32, GpuBuilder, c32, cf
 I16 = ir.IntType(16)
 F16 = ir.HalfType()
 ROW_BYTES = 64  # bytes of k per shared-memory row and stage of the tensor-core kernel: 32 16-bit values or 16 tf32
+DEEP_ROW_BYTES = 128  # twice that, where K and the target's shared memory allow (see row_bytes)
+DEEP_SMEM = 200 * 1024  # targets that keep two deep big-tile blocks (3 x 36 KiB) per multiprocessor: sm_90 (measured there)
 
 
 def mma_kind(a_dtype, b_dtype, tf32: bool) -> str | None:
@@ -33,9 +35,22 @@ def mma_kind(a_dtype, b_dtype, tf32: bool) -> str | None:
     return None
 
 
-def stage_depth(kind: str) -> int:
+def stage_depth(kind: str, row_bytes: int = ROW_BYTES) -> int:
     """k values per shared-memory stage of the tensor-core kernel that serves `kind` (mma_pipe's Geometry.BK)."""
-    return ROW_BYTES // (4 if kind == "tf32" else 2)
+    return row_bytes // (4 if kind == "tf32" else 2)
+
+
+def row_bytes(kind: str, K: int, smem_limit: int, channels: int | None = None) -> int:
+    """Bytes of k per shared-memory row and stage for a tensor-core GEMM of depth K: 128 when K is a
+    multiple of that stage (at least two of them) and the target grants the shared memory, else 64.
+    `channels`: a convolution whose stages must each lie within one kernel position (tap-major k).
+
+    H200, ResNet-50 fp16 batch 32: 128-byte rows make every K >= 128 layer 3-14% faster (half the
+    barriers per MMA), 1.93 -> 1.79 ms in all; K = 64 is even, the stem (K = 200) 10% slower."""
+    deep = stage_depth(kind, DEEP_ROW_BYTES)
+    if smem_limit < DEEP_SMEM or K < 2 * deep or K % deep or (channels is not None and channels % deep):
+        return ROW_BYTES
+    return DEEP_ROW_BYTES
 
 
 def worth_mma(M: int, N: int, K: int) -> bool:
@@ -127,4 +142,4 @@ def close_k_loop(gb: GpuBuilder, loop: KLoop, k_next, accs: list) -> None:
     b.position_at_end(loop.done)
 
 
-__all__ = ["KLoop", "block_tile", "choose_mma_tiling", "close_k_loop", "mma_kind", "open_k_loop", "stage_depth", "worth_mma"]
+__all__ = ["KLoop", "block_tile", "choose_mma_tiling", "close_k_loop", "mma_kind", "open_k_loop", "row_bytes", "stage_depth", "worth_mma"]

@@ -8,7 +8,7 @@ im2col, NCHW or a channels-last copy); grid, block tiles and split-K as
 chosen by mma.choose_mma_tiling.
 
 * Shared memory holds `stages` k-tiles of 64 bytes of k per row (BK = 32
-  16-bit values or 16 tf32). Each operand tile is stored in the orientation
+  16-bit values or 16 tf32), or 128 for long K on sm_90 (mma.row_bytes). Each operand tile is stored in the orientation
   of its memory: [row][k] when the operand is contiguous along k (weights,
   row-major activations, channels-last im2col), [k][row] when it is
   contiguous along its row index (an NCHW image read by a 1x1 convolution,
@@ -62,10 +62,11 @@ class Geometry:
     """Element size dependent shapes: k values per stage (BK) and per MMA, padding, copy width."""
 
     eb: int  # bytes per element in shared memory
+    row_bytes: int = mma.ROW_BYTES  # bytes of k per row and stage (mma.row_bytes)
 
     @property
     def BK(self) -> int:
-        return mma.ROW_BYTES // self.eb  # = mma.stage_depth
+        return self.row_bytes // self.eb  # = mma.stage_depth
 
     @property
     def kstep(self) -> int:  # k per MMA: m16n8k16 (16-bit) or m16n8k8 (tf32)
@@ -85,8 +86,8 @@ class Geometry:
         return self.eb * max(rows * (self.BK + self.pad(True)), self.BK * (rows + self.pad(False)))
 
 
-def geometry(kind: str) -> Geometry:
-    return Geometry(4 if kind == "tf32" else 2)
+def geometry(kind: str, row_bytes: int = mma.ROW_BYTES) -> Geometry:
+    return Geometry(4 if kind == "tf32" else 2, row_bytes)
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,7 @@ PIPE_CONFIGS = [PIPE_BIG, PIPE_WIDE, PIPE_MID, PIPE_SMALL]
 class _Tile:
     """How one operand's k-tile travels: orientation in shared memory and copy scheme."""
 
-    def __init__(self, op, rows: int, limit: int, k_major_rows: bool, kind: str, T: int, extent_rows: int, K: int):
-        geo = geometry(kind)
+    def __init__(self, op, rows: int, limit: int, k_major_rows: bool, kind: str, T: int, extent_rows: int, K: int, geo: Geometry):
         BK = self.BK = geo.BK
         self.op, self.rows, self.limit, self.a_side = op, rows, limit, k_major_rows
         # [row][k] when the operand is contiguous along k, else [k][row]
@@ -157,16 +157,17 @@ class _Tile:
         return b.add(b.mul(row, c32(self.pitch)), kk) if self.row_k else b.add(b.mul(kk, c32(self.pitch)), row)
 
 
-def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: int, A, B, epi, split: int, nz: int, kind: str, m_fastest: bool = False, epi_run=None):
+def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: int, A, B, epi, split: int, nz: int, kind: str, m_fastest: bool = False, epi_run=None, row_bytes: int = mma.ROW_BYTES):
     """The body of a pipelined tensor-core GEMM kernel; grid = (ceil(N/BN), ceil(M/BM), nz*split), cfg.threads threads.
 
     `m_fastest`: consecutive threads of the epilogue take consecutive m (an output contiguous along m);
     with `epi_run(gb, z, m, n, accs)` and M a multiple of RUN, each thread takes RUN consecutive m at a
-    time (vector loads and stores of a channels-last output and residual)."""
+    time (vector loads and stores of a channels-last output and residual). `row_bytes`: bytes of k per
+    shared-memory row and stage (mma.row_bytes; a tap-major operand's stage must match)."""
     b = gb.b
     T, S = cfg.threads, cfg.stages
     BM, BN, WM, WN = cfg.BM, cfg.BN, cfg.WM, cfg.WN
-    geo = geometry(kind)
+    geo = geometry(kind, row_bytes)
     BK, KS = geo.BK, geo.kstep
     elem = {"f16": F16, "bf16": I16, "tf32": I32}[kind]  # the shared-memory element
     MT, NT = WM // 16, WN // 8
@@ -180,8 +181,8 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
     m0, n0, z, s, k_lo, k_hi = block_tile(gb, BM, BN, BK, K, split, A, B)
     smem = gb.shared(I8, cfg.smem_bytes(geo), "pipe")
     hs = b.bitcast(smem, elem.as_pointer(smem.type.addrspace))
-    ta = _Tile(A, BM, M, True, kind, T, M, K)
-    tb = _Tile(B, BN, N, False, kind, T, N, K)
+    ta = _Tile(A, BM, M, True, kind, T, M, K, geo)
+    tb = _Tile(B, BN, N, False, kind, T, N, K, geo)
     a_elems, b_elems = geo.tile_bytes(BM) // geo.eb, geo.tile_bytes(BN) // geo.eb
     stage_elems = a_elems + b_elems
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from dsc.backends.cuda.ew import Coords, Leaf, const_value, eval_ops, is_ew, is_float, store_elem
+from dsc.backends.cuda.ew import Coords, Leaf, const_value, eval_ops, is_ew, is_float, load_elem, store_elem
 from dsc.backends.cuda.gpubuilder import F32, GpuBuilder, _pow2_ceil, c32, cf
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of
@@ -131,7 +131,48 @@ def _block_threads(D: int) -> int:
     return int(min(256, max(32, _pow2_ceil(D))))
 
 
+POOL_UNROLL = 64  # positions a channels-last global pool walks unrolled (ResNet's and MobileNet's 7x7 maps)
+
+
+def _emit_global_pool_nhwc(ctx, grp) -> bool:
+    """A lone global pool of a channels-last input: one thread per (batch, channel) sums (or maxes) its
+    positions, consecutive threads consecutive channels, so every load is coalesced (a block per row would
+    read it with a stride of C). Maps of at most POOL_UNROLL positions; False if this does not apply."""
+    if len(grp.ops) != 1 or not isinstance(grp.ops[0], g.GlobalAvgPoolOp | g.GlobalMaxPoolOp):
+        return False
+    op = grp.ops[0]
+    x, y = op.operands[0], op.results[0]
+    if x not in grp.leaves or grp.layout.get(x) != "nhwc" or y not in grp.outputs:
+        return False
+    shape = sig_of(x.type).shape
+    B, C = int(shape[0]), int(shape[1])
+    P = int(np.prod(shape[2:], dtype=np.int64))
+    if P > POOL_UNROLL or B * C == 0:
+        return False
+    xd, yd = sig_of(x.type).dtype, grp.outputs[y].dtype
+    is_max = isinstance(op, g.GlobalMaxPoolOp)
+
+    def body(gb: GpuBuilder, ptrs):
+        b = gb.b
+        with gb.grid_stride(B * C) as e:
+            base = b.add(b.mul(b.udiv(e, c32(C)), c32(P * C)), b.urem(e, c32(C)))
+            vals = [load_elem(gb, ptrs[grp.index[x]], b.add(base, c32(p * C)), xd) for p in range(P)]
+            vals = [v if v.type == F32 else b.fpext(v, F32) for v in vals]
+            acc = vals[0]
+            for v in vals[1:]:
+                acc = gb.fmax(acc, v) if is_max else b.fadd(acc, v)
+            if not is_max:
+                acc = b.fmul(acc, cf(1.0 / P))
+            store_elem(gb, acc, ptrs[grp.index[y]], e, yd)
+
+    name = "global_max_pool" if is_max else "global_avg_pool"
+    ctx.launch("pool", ctx.refs, (min(-(-B * C // 256), 65535), 1, 1), 256, body, f"{name} (channels-last input)")
+    return True
+
+
 def emit_rows(ctx, grp) -> None:
+    if _emit_global_pool_nhwc(ctx, grp):
+        return
     S, axes = reduction_domain(next(op for op in grp.ops if isinstance(op, REDUCTIONS)))
     kinds = classify(grp, S, axes)
     rank = len(S)

@@ -42,6 +42,11 @@ PTX_ISA_DRIVER: dict[tuple[int, int], int] = {
     (9, 0): 13000,
 }
 
+# Dynamic shared memory per block a kernel may take (opted in above 48 KiB), by target: what every GPU
+# that can run the target's PTX grants. sm_80 is the portable default (`--target cuda`), whose PTX also
+# runs on sm_86/sm_89 parts (99 KiB); sm_87 (Orin) grants 163 KiB, sm_90 227 KiB.
+SMEM_LIMIT = {"sm_80": 99 * 1024, "sm_86": 99 * 1024, "sm_87": 163 * 1024, "sm_89": 99 * 1024, "sm_90": 227 * 1024}
+
 # Multiprocessors of a typical part per SM: used to size grids (any count runs correctly).
 SM_COUNT = {"sm_80": 108, "sm_86": 84, "sm_87": 16, "sm_89": 128, "sm_90": 132}
 
@@ -76,6 +81,10 @@ class GpuTarget:
     @property
     def sm_count(self) -> int:
         return SM_COUNT.get(self.sm, 80)
+
+    @property
+    def smem_limit(self) -> int:
+        return SMEM_LIMIT.get(self.sm, 99 * 1024)
 
     def target_machine(self):
         from dsc.backends.cpu.target import init_llvm

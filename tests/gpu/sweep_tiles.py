@@ -23,18 +23,17 @@ import time
 # variant -> patches: (module, attribute) -> value; PipeConfig values as tuples (BM, BN, WM, WN, stages, min_blocks)
 VARIANTS = {
     "base": {},
-    "bk64": {("mma", "ROW_BYTES"): 128, ("codegen", "MAX_SMEM"): 227 * 1024},
+    "rows64": {("mma", "DEEP_SMEM"): 1 << 30},  # 64-byte stage rows everywhere (before 128-byte rows on sm_90)
     "big_w64": {("mma_pipe", "PIPE_BIG"): (128, 128, 64, 64, 3, 1)},
-    "big_256": {("mma_pipe", "PIPE_BIG"): (128, 256, 64, 64, 3, 1), ("codegen", "MAX_SMEM"): 227 * 1024},
     "wide_4st": {("mma_pipe", "PIPE_WIDE"): (64, 128, 32, 64, 4, 2), ("mma_pipe", "PIPE_MID"): (64, 64, 32, 32, 5, 4)},
-    "bk64_w64": {("mma", "ROW_BYTES"): 128, ("codegen", "MAX_SMEM"): 227 * 1024, ("mma_pipe", "PIPE_BIG"): (128, 128, 64, 64, 3, 1)},
+    "big_4st": {("mma_pipe", "PIPE_BIG"): (128, 128, 64, 32, 4, 1)},
     "balance": {("gemm", "choose_mma_tiling"): "balanced_tiling"},
     "old_layouts": {("codegen", "channels_last_values"): "pairs_only_layouts"},
     "no_runs": {("mma_pipe", "RUN"): 1 << 30},  # the channels-last epilogue element by element
 }
 
 
-def pairs_only_layouts(gpu_kernels, tf32):
+def pairs_only_layouts(gpu_kernels, tf32, smem_limit):
     """The layout rule before residuals and pools read channels-last: a conv output is stored so only when
     every reader is a convolution that would otherwise copy its input channels-last."""
     from types import SimpleNamespace
@@ -43,7 +42,7 @@ def pairs_only_layouts(gpu_kernels, tf32):
     from dsc.backends.cuda.codegen import kernel_group
 
     groups = {kop: kernel_group(kop, ins, outs, consts, lambda op: None)[0] for kop, ins, outs, consts in gpu_kernels}
-    ctx = SimpleNamespace(tf32=tf32)
+    ctx = SimpleNamespace(tf32=tf32, smem_limit=smem_limit)
     found = set()
     for kop, grp in groups.items():
         if not conv.writes_channels_last(ctx, grp):
