@@ -97,16 +97,20 @@ def load_elem(gb: GpuBuilder, ptr, off, dtype):
     return _elem_reg(gb, b.load(b.gep(ptr, [off], inbounds=True)), np.dtype(dtype))
 
 
-def store_elem(gb: GpuBuilder, v, ptr, off, dtype):
+def _mem_value(gb: GpuBuilder, v, dt):
+    """A register as the element stored in memory (store_elem's conversions)."""
     b = gb.b
-    dt = np.dtype(dtype)
     if dt == np.float16:
-        v = b.fptrunc(v, F16) if v.type != F16 else v
-    elif dt == BFLOAT16:
-        v = f32_to_bf16(gb, v)
-    elif dt == np.bool_:
-        v = b.zext(v, I8) if v.type == I1 else v
-    b.store(v, b.gep(ptr, [off], inbounds=True))
+        return b.fptrunc(v, F16) if v.type != F16 else v
+    if dt == BFLOAT16:
+        return f32_to_bf16(gb, v)
+    if dt == np.bool_:
+        return b.zext(v, I8) if v.type == I1 else v
+    return v
+
+
+def store_elem(gb: GpuBuilder, v, ptr, off, dtype):
+    gb.b.store(_mem_value(gb, v, np.dtype(dtype)), gb.b.gep(ptr, [off], inbounds=True))
 
 
 def _elem_reg(gb: GpuBuilder, v, dt):
@@ -147,12 +151,7 @@ def store_run(gb: GpuBuilder, vals: list, ptr, off, dtype):
     vp, align = _run_ptr(gb, ptr, off, dt, len(vals))
     vec = ir.Constant(vp.type.pointee, None)
     for j, v in enumerate(vals):
-        if dt == np.float16:
-            v = b.fptrunc(v, F16) if v.type != F16 else v
-        elif dt == BFLOAT16:
-            v = f32_to_bf16(gb, v)
-        elif dt == np.bool_:
-            v = b.zext(v, I8) if v.type == I1 else v
+        v = _mem_value(gb, v, dt)
         assert v.type == t, (v.type, t)
         vec = b.insert_element(vec, v, c32(j))
     b.store(vec, vp, align=align)

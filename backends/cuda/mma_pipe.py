@@ -306,19 +306,15 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
     # walking n: rows padded by 8 (float2 fragment writes, conflict-free row reads); walking m: by 1
     # (column reads hit 32 banks; fragment writes as single words)
     LDC = BN + (1 if m_fastest else 8)
-    for i in range(MT):
-        for j in range(NT):
-            for h in range(2):
-                row = b.add(b.mul(wm, c32(WM)), b.add(c32(16 * i + 8 * h), g))
-                col = b.add(b.mul(wn, c32(WN)), b.add(c32(8 * j), b.shl(t, c32(1))))
-                p = b.gep(cs, [b.add(b.mul(row, c32(LDC)), col)], inbounds=True)
-                if m_fastest:
-                    b.store(accs[i][j][2 * h], p)
-                    b.store(accs[i][j][2 * h + 1], b.gep(p, [c32(1)], inbounds=True))
-                    continue
-                v2 = ir.VectorType(F32, 2)
-                vec = b.insert_element(b.insert_element(ir.Constant(v2, None), accs[i][j][2 * h], c32(0)), accs[i][j][2 * h + 1], c32(1))
-                b.store(vec, b.bitcast(p, v2.as_pointer(p.type.addrspace)), align=8)
+    for i, j, h, row, col in _fragment_cells(b, cfg, wm, wn, g, t):
+        p = b.gep(cs, [b.add(b.mul(row, c32(LDC)), col)], inbounds=True)
+        if m_fastest:
+            b.store(accs[i][j][2 * h], p)
+            b.store(accs[i][j][2 * h + 1], b.gep(p, [c32(1)], inbounds=True))
+            continue
+        v2 = ir.VectorType(F32, 2)
+        vec = b.insert_element(b.insert_element(ir.Constant(v2, None), accs[i][j][2 * h], c32(0)), accs[i][j][2 * h + 1], c32(1))
+        b.store(vec, b.bitcast(p, v2.as_pointer(p.type.addrspace)), align=8)
     gb.barrier()
     checked = not (M % BM == 0 and N % BN == 0)
     per = BM * BN // T
@@ -339,22 +335,28 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
                 epi(gb, z, m, n, v, s)
 
 
+def _fragment_cells(b, cfg: PipeConfig, wm, wn, g, t):
+    """(i, j, h, m, n) of each accumulator pair this thread holds: MMA tile (i, j), half h (rows +8),
+    the pair at block coordinates (m, n) and (m, n + 1)."""
+    for i in range(cfg.WM // 16):
+        for j in range(cfg.WN // 8):
+            for h in range(2):
+                row = b.add(b.mul(wm, c32(cfg.WM)), b.add(c32(16 * i + 8 * h), g))
+                col = b.add(b.mul(wn, c32(cfg.WN)), b.add(c32(8 * j), b.shl(t, c32(1))))
+                yield i, j, h, row, col
+
+
 def _epilogue_runs(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, m0, n0, z, wm, wn, g, t, accs, cs, epi_run):
     """The epilogue of a channels-last output: accumulators -> Cs[BN][BM + 4] (m contiguous), then each
     thread takes RUN consecutive m of one n (two 16-byte shared loads), consecutive threads consecutive
     runs, and `epi_run` moves the run's channels-last operands as vectors."""
     b = gb.b
-    T, BM, BN, WM, WN = cfg.threads, cfg.BM, cfg.BN, cfg.WM, cfg.WN
-    MT, NT = WM // 16, WN // 8
+    T, BM, BN = cfg.threads, cfg.BM, cfg.BN
     LDM = BM + 4  # fragment writes (m = g, n = 2t) land in banks 8t + g; run reads stay 16-byte aligned
-    for i in range(MT):
-        for j in range(NT):
-            for h in range(2):
-                row = b.add(b.mul(wm, c32(WM)), b.add(c32(16 * i + 8 * h), g))
-                col = b.add(b.mul(wn, c32(WN)), b.add(c32(8 * j), b.shl(t, c32(1))))
-                p = b.gep(cs, [b.add(b.mul(col, c32(LDM)), row)], inbounds=True)
-                b.store(accs[i][j][2 * h], p)
-                b.store(accs[i][j][2 * h + 1], b.gep(p, [c32(LDM)], inbounds=True))
+    for i, j, h, row, col in _fragment_cells(b, cfg, wm, wn, g, t):
+        p = b.gep(cs, [b.add(b.mul(col, c32(LDM)), row)], inbounds=True)
+        b.store(accs[i][j][2 * h], p)
+        b.store(accs[i][j][2 * h + 1], b.gep(p, [c32(LDM)], inbounds=True))
     gb.barrier()
     runs_m = BM // RUN
     per = BM * BN // RUN
