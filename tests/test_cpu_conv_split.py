@@ -4,8 +4,8 @@
   count: the shares tile range(n) without gaps or overlaps and follow the costs.
 * emit_conv's tiles split by cost (a short last pixel block), checked numerically
   with 1-4 threads against the reference evaluator (rtol = atol = 1e-4).
-* Winograd's single-block rule (emit_winograd.MIN_BLOCKS): a 14x14 map at batch 1
-  runs the direct convolution, at batch 2 Winograd; both match the reference.
+* which 3x3 convs take Winograd (a 14x14 map at batch 1 does; a 7x7 map at batch 1
+  does not, at batch 4 its images share a block); all match the reference.
 """
 
 import ctypes
@@ -103,14 +103,15 @@ def test_conv_split_by_cost(monkeypatch, order, threads, xshape, m):
         np.testing.assert_allclose(got, w_, **TOL)
 
 
-@pytest.mark.parametrize("n,winograd", [(1, False), (2, True)])
-def test_winograd_needs_two_blocks(monkeypatch, n, winograd):
-    """256 channels on 14x14: one block of tiles per image; Winograd only from batch 2."""
+@pytest.mark.parametrize("n,h,winograd", [(1, 14, True), (2, 14, True), (1, 7, False), (4, 7, True)])
+def test_winograd_blocks(monkeypatch, n, h, winograd):
+    """256 channels: 14x14 is one block of tiles per image (Winograd, its weights prefetched);
+    7x7 alone fills 4 of 16 lanes (direct), 4 images share one block (Winograd)."""
     calls = []
     real = emit_winograd.transform_weights
     monkeypatch.setattr(emit_winograd, "transform_weights", lambda *a: calls.append(1) or real(*a))
     rng = np.random.default_rng(12)
-    mod, inputs = wino_module(rng, n, 256, 256, 14, 14, "residual")
+    mod, inputs = wino_module(rng, n, 256, 256, h, h, "residual")
     want = run_module(mod, inputs)
     got = _run(mod, inputs, 2)
     assert bool(calls) == winograd

@@ -87,6 +87,9 @@ def labels(module):
         (2, 33, 35, 7, 7, "none"),
         (1, 48, 32, 30, 30, "residual"),
         (1, 64, 80, 5, 64, "bias_relu"),  # widest row a block holds
+        (8, 64, 64, 7, 7, "residual"),  # 7x7: blocks span 4 images of 2x2 tiles
+        (5, 32, 48, 9, 9, "none"),  # 3x3 tiles an image: blocks end mid-image, the last one short
+        (3, 40, 36, 10, 11, "bias_relu"),  # 3 tile rows of 3 tiles: 5 rows a block, across images
     ],
 )
 def test_winograd(n, c, m, h, w, epi):
@@ -106,8 +109,8 @@ def test_weight_transform():
     rng = np.random.default_rng(1)
     wt = rng.standard_normal((20, 3, 3, 3))
     u = emit_winograd.transform_weights(wt, 16)
-    assert u.shape == (36, 2, 3, 16)
-    assert np.all(u[:, 1, :, 4:] == 0)
+    assert u.shape == (2, 36, 3, 16)
+    assert np.all(u[1, :, :, 4:] == 0)
 
 
 def test_resnet18_small_matches_onnxruntime(monkeypatch):

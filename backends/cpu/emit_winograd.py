@@ -8,10 +8,13 @@ vector is too short for the image width it emits emit_conv's code itself).
 Y = A^T [ (G g G^T) . (B^T d B) ] A on 6x6 input tiles d -> 4x4 output tiles:
 
 * weights: U[xi][m][c] = (G g G^T)[xi] at compile time (ctx.repack), laid out
-  [36][M/R][C][R] (R output channels of one c adjacent, rows zero padded).
+  [M/R][36][C][R] (R output channels of one c adjacent, rows zero padded; a
+  channel block's 36 matrices are one sequential stream, prefetched ahead).
 * tiles: a lane of a vector is one 4x4 output tile; a block is up to W lanes
   of tiles: `rpb` whole tile rows of one image (tw = ceil(OW/4) <= W tiles a
-  row), so the output of a block is a run of whole output rows.
+  row), so the output of a block is a run of whole output rows. Images with
+  fewer tile rows than that (7x7) share blocks: the block's tile rows run on
+  into the next image (SPAN_IMAGES).
 * input transform: per input channel, the 36 values of each lane's 6x6 patch
   are masked gathers (the padding and partial tiles read as 0), B^T d B in
   registers, 36 vectors stored to a per-thread stack buffer V[36][C][W].
@@ -41,7 +44,7 @@ from dsc.backends.cpu.emit_conv import (
 )
 from dsc.backends.cpu.epilogue import Epilogue, kernel_sources
 from dsc.backends.cpu.microkernel import microkernel
-from dsc.backends.cpu.vector_ir import FlushDenormals, const_mask, content_hash, entry_alloca, gather_v, gep, lanes_of, zero_vec
+from dsc.backends.cpu.vector_ir import FlushDenormals, const_mask, content_hash, entry_alloca, gather_v, gep, lanes_of, prefetch, zero_vec
 from dsc.backends.cpu.irb import F32, I1, I32, const_i64, vec
 from dsc.dialects import graph as g
 from llvmlite import ir
@@ -51,7 +54,12 @@ MAX_V_BYTES = 2 << 20  # per-thread stack buffer of transformed input
 MIN_LANE_USE = (
     0.5  # output pixels / (16 x lanes) per block below which the direct conv is emitted
 )
-MIN_BLOCKS = 2  # blocks of tiles (images x tile-row groups) below which the direct conv is emitted
+# U is one cache line per k of the micro-kernel, 16 FMAs: the hardware prefetchers do not keep
+# up, so the kernel asks for the line PF_DIST bytes ahead (ResNet-50 b8 layer-3 3x3 3.7 -> 2.4 ms,
+# layer-4 7.1 -> 3.4 ms with SPAN_IMAGES; b1 layers 1-2 -0.07..0.2 ms each)
+PF_DIST = 2048
+SPAN_IMAGES = True  # small images share blocks of tiles (7x7: 4 images of 4 tiles in 16 lanes)
+MIN_BLOCKS = 1  # tuning: blocks of tiles (images x tile-row groups) below which the direct conv is emitted
 ROWS = 16  # R: output channels per micro-kernel block
 
 BT = np.array(
@@ -123,7 +131,8 @@ def _matches(kop) -> bool:
 
 
 def transform_weights(wt: np.ndarray, R: int) -> np.ndarray:
-    """[M, C, 3, 3] -> U [36][ceil(M/R)][C][R] (xi = 6*a + b), rows zero padded."""
+    """[M, C, 3, 3] -> U [ceil(M/R)][36][C][R] (xi = 6*a + b), rows zero padded: a block of
+    R output channels reads its 36 matrices as one sequential stream."""
     M, C = wt.shape[:2]
     MB = -(-M // R)
     u = np.einsum("ai,mcij,bj->abmc", GM, np.asarray(wt, np.float64), GM).reshape(
@@ -131,7 +140,7 @@ def transform_weights(wt: np.ndarray, R: int) -> np.ndarray:
     )
     out = np.zeros((36, MB * R, C), np.float32)
     out[:, :M] = u
-    return np.ascontiguousarray(out.reshape(36, MB, R, C).transpose(0, 1, 3, 2))
+    return np.ascontiguousarray(out.reshape(36, MB, R, C).transpose(1, 0, 3, 2))
 
 
 def _lincomb(kb, coefs, xs, w):
@@ -170,16 +179,20 @@ def emit_fused_winograd(kb, kop, in_ptrs, out_ptrs, tid, nthreads, ctx):
     w_index = index[conv.weight]
     wt = ctx.consts[w_index]
     tw, th = -(-geo.OW // 4), -(-geo.OH // 4)
-    rpb = min(wl // tw, th) if tw <= wl else 0  # tile rows per block
-    # lanes doing useful work: small images (7x7: 4 tiles in 16 lanes) lose to the direct conv;
-    # so does a single block of tiles (14x14 at batch 1): every transformed weight (4x the
-    # direct conv's bytes) then serves one vector of tiles, and streaming them from L3 costs
-    # more than the FLOPs saved (ResNet-50 b1 layer-3 3x3: 0.83 -> 0.74 ms direct)
+    # tile rows per block; images with fewer tile rows than a block holds share blocks (a
+    # block's global tile rows g run over the images: image g // th, tile row g % th)
+    span = tw <= wl and th < wl // tw and SPAN_IMAGES
+    rpb = (min(wl // tw, geo.N * th) if span else min(wl // tw, th)) if tw <= wl else 0
+    nblk = (-(-geo.N * th // rpb) if span else geo.N * -(-th // rpb)) if rpb else 0
+    # lanes doing useful work: small images alone (7x7 at batch 1: 4 tiles in 16 lanes) lose
+    # to the direct conv. A single block of tiles (14x14 at batch 1) streams every transformed
+    # weight (4x the direct conv's bytes) for one vector of tiles: it pays with U prefetched
+    # (ResNet-50 b1 layer-3 3x3: 0.84 ms direct, 0.44 Winograd; 0.83 without the prefetch)
     if (
         wt is None
         or not rpb
-        or geo.OH * geo.OW < MIN_LANE_USE * 16 * wl * -(-th // rpb)
-        or geo.N * -(-th // rpb) < MIN_BLOCKS
+        or geo.N * geo.OH * geo.OW < MIN_LANE_USE * 16 * wl * nblk
+        or nblk < MIN_BLOCKS
     ):
         return emit_fused_conv(kb, kop, in_ptrs, out_ptrs, tid, nthreads, ctx)
     b = kb.b
@@ -194,8 +207,7 @@ def emit_fused_winograd(kb, kop, in_ptrs, out_ptrs, tid, nthreads, ctx):
     OH, OW = geo.OH, geo.OW
     R = ROWS
     MB = -(-M // R)
-    ngr = -(-th // rpb)
-    nblk = N * ngr
+    ngr = -(-th // rpb)  # blocks per image (without span)
     ms = min(
         MB, max(1, -(-8 // nblk))
     )  # channel chunks per block: enough units for the threads
@@ -204,7 +216,7 @@ def emit_fused_winograd(kb, kop, in_ptrs, out_ptrs, tid, nthreads, ctx):
     ctx.repack(
         w_index,
         transform_weights(wt, R),
-        f"wino43_R{R}:{content_hash(np.asarray(wt), wt.shape)}",
+        f"wino43m_R{R}:{content_hash(np.asarray(wt), wt.shape)}",
     )
     w_ptr = in_ptrs[w_index]
 
@@ -226,18 +238,32 @@ def emit_fused_winograd(kb, kop, in_ptrs, out_ptrs, tid, nthreads, ctx):
             base = b.mul(u, const_i64(ms))
             c_lo = kb.smax(b.sub(lo, base), const_i64(0))
             c_hi = kb.smin(b.sub(hi, base), const_i64(ms))
-            n = b.udiv(u, const_i64(ngr))
-            grp = b.urem(u, const_i64(ngr))
-            tr0 = b.mul(grp, const_i64(rpb))  # first tile row of the block
-            epi.begin_tile(kb, n)
+            if span:  # block u: global tile rows g0 .. g0 + rpb - 1
+                g0 = b.mul(u, const_i64(rpb))
+                n = b.udiv(g0, const_i64(th))
+                gv = b.add(kb.splat(b.trunc(g0, I32), wl), ci([r for r, _ in lanes]))
+                n_lane = b.sub(b.udiv(gv, ci(th)), kb.splat(b.trunc(n, I32), wl))  # image, from the block's first
+                trv = b.urem(gv, ci(th))
+                lane_in = b.icmp_signed("<", gv, ci(N * th))
+            else:
+                n = b.udiv(u, const_i64(ngr))
+                tr0 = b.mul(b.urem(u, const_i64(ngr)), const_i64(rpb))  # first tile row of the block
+                trv = b.add(kb.splat(b.trunc(tr0, I32), wl), ci([r for r, _ in lanes]))
+                lane_in = b.icmp_signed("<", trv, ci(th))
+
+            def row_of(rr):
+                """(image, tile row, exists) of the block's tile row rr."""
+                if not span:
+                    return n, b.add(tr0, const_i64(rr)), None
+                g = b.add(g0, const_i64(rr))
+                ok = b.icmp_signed("<", g, const_i64(N * th))
+                return kb.smin(b.udiv(g, const_i64(th)), const_i64(N - 1)), b.urem(g, const_i64(th)), ok
+
+            rows = [row_of(rr) for rr in range(rpb)]
+            epi.begin_tile(kb, n)  # span: again per tile row, at its stores
 
             # ---- input transform: V[xi][c][lane]
-            tr0v = kb.splat(b.trunc(tr0, I32), wl)
-            trv = b.add(tr0v, ci([r for r, _ in lanes]))
-            lane_ok = b.and_(
-                b.icmp_signed("<", trv, ci(th)),
-                ir.Constant(i1v, [1 if x else 0 for x in lane_on]),
-            )
+            lane_ok = b.and_(lane_in, ir.Constant(i1v, [1 if x else 0 for x in lane_on]))
             ih0 = b.sub(b.mul(trv, ci(4)), ci(1))
             idx, msk = [], []
             for i in range(6):
@@ -246,7 +272,8 @@ def emit_fused_winograd(kb, kop, in_ptrs, out_ptrs, tid, nthreads, ctx):
                 for j in range(6):
                     iw = [4 * t - 1 + j for _, t in lanes]
                     col_ok = ir.Constant(i1v, [1 if 0 <= x < W else 0 for x in iw])
-                    idx.append(b.add(b.mul(ih, ci(W)), ci(iw)))
+                    at = b.add(b.mul(ih, ci(W)), ci(iw))
+                    idx.append(b.add(at, b.mul(n_lane, ci(C * H * W))) if span else at)
                     msk.append(b.and_(row_ok, col_ok))
             x_img = gep(kb, x_ptr, b.mul(n, const_i64(C * H * W)))
             with kb.loop(0, C, 1, "wc") as c:
@@ -278,18 +305,22 @@ def emit_fused_winograd(kb, kop, in_ptrs, out_ptrs, tid, nthreads, ctx):
                     wp = gep(
                         kb,
                         w_ptr,
-                        b.mul(b.add(b.mul(xi, const_i64(MB)), mb), const_i64(C * R)),
+                        b.mul(b.add(b.mul(mb, const_i64(36)), xi), const_i64(C * R)),
                     )
                     vp = gep(kb, vbuf, b.mul(xi, const_i64(C * wl)))
+
+                    def a_val(kk, s, r, wp=wp):
+                        at = b.add(b.mul(kk, const_i64(R)), const_i64(r))
+                        if PF_DIST and r == 0:  # one line of U per k, streamed: ask for it early
+                            prefetch(kb, wp, b.add(at, const_i64(PF_DIST // 4)))
+                        return kb.load(wp, at)
                     accs = microkernel(
                         kb,
                         R,
                         1,
                         0,
                         C,
-                        lambda kk, s, r: kb.load(
-                            wp, b.add(b.mul(kk, const_i64(R)), const_i64(r))
-                        ),
+                        a_val,
                         lambda kk, s, v_: kb.load_vec(vp, b.mul(kk, const_i64(wl)), wl),
                         [[zero_vec(wl)] for _ in range(R)],
                     )
@@ -322,7 +353,7 @@ def emit_fused_winograd(kb, kop, in_ptrs, out_ptrs, tid, nthreads, ctx):
                     if bias_ptr is not None:
                         bias = kb.splat(kb.load(bias_ptr, m), wl)
                         Y = [[b.fadd(y, bias) for y in row] for row in Y]
-                    cache: dict = {}
+                    caches = [{} for _ in range(rpb)]  # per tile row: its image's per-channel operands
                     for p in range(4):
                         # pixel order of tile row p: element 4*l + q = Y[p][q][l]
                         a01 = b.shuffle_vector(
@@ -342,11 +373,12 @@ def emit_fused_winograd(kb, kop, in_ptrs, out_ptrs, tid, nthreads, ctx):
                             ),
                         )
                         for rr in range(rpb):
-                            oh = b.add(
-                                b.mul(b.add(tr0, const_i64(rr)), const_i64(4)),
-                                const_i64(p),
-                            )
-                            row_ok = kb.splat(b.icmp_signed("<", oh, const_i64(OH)), wl)
+                            n_rr, tr_rr, ok_rr = rows[rr]
+                            if span:
+                                epi.begin_tile(kb, n_rr)
+                            oh = b.add(b.mul(tr_rr, const_i64(4)), const_i64(p))
+                            ok = b.icmp_signed("<", oh, const_i64(OH))
+                            row_ok = kb.splat(ok if ok_rr is None else b.and_(ok, ok_rr), wl)
                             for v0 in range(0, OW, wl):
                                 ncol = min(wl, OW - v0)
                                 sel = []
@@ -366,7 +398,7 @@ def emit_fused_winograd(kb, kop, in_ptrs, out_ptrs, tid, nthreads, ctx):
                                     m,
                                     b.add(b.mul(oh, const_i64(OW)), const_i64(v0)),
                                     mask,
-                                    cache,
+                                    caches[rr],
                                     0,
                                 )
 
