@@ -3,7 +3,8 @@
 * `KernelBuilder.weighted_thread_range` (irb.py), compiled and run for every thread
   count: the shares tile range(n) without gaps or overlaps and follow the costs.
 * emit_conv's tiles split by cost (a short last pixel block), checked numerically
-  with 1-4 threads against the reference evaluator (rtol = atol = 1e-4).
+  with 1-4 threads against the reference evaluator (rtol = atol = 1e-4), with and
+  without the weight prefetch.
 * which 3x3 convs take Winograd (a 14x14 map at batch 1 does; a 7x7 map at batch 1
   does not, at batch 4 its images share a block); all match the reference.
 """
@@ -89,9 +90,10 @@ def _run(module, inputs, threads):
 
 @pytest.mark.parametrize("order", ["pb", "mb"])
 @pytest.mark.parametrize("threads", [1, 2, 3, 4])
-@pytest.mark.parametrize("xshape,m", [((1, 64, 14, 14), 40), ((2, 24, 13, 13), 45)])
+@pytest.mark.parametrize("xshape,m", [((1, 64, 14, 14), 40), ((2, 24, 13, 13), 45), ((1, 512, 14, 14), 130)])
 def test_conv_split_by_cost(monkeypatch, order, threads, xshape, m):
-    """1x1 convs whose last pixel block holds fewer vectors (196 = 4 x 48 + 4 pixels; 169 = 3 x 48 + 25)."""
+    """1x1 convs whose last pixel block holds fewer vectors (196 = 4 x 48 + 4 pixels; 169 = 3 x 48 + 25);
+    the third has weights big enough to be prefetched (emit_conv.W_PF_MIN_BYTES)."""
     monkeypatch.setattr(emit_conv, "FORCE_ORDER", order)
     rng = np.random.default_rng(11)
     n, _, h, w = xshape
