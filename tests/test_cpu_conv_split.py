@@ -105,16 +105,18 @@ def test_conv_split_by_cost(monkeypatch, order, threads, xshape, m):
         np.testing.assert_allclose(got, w_, **TOL)
 
 
-@pytest.mark.parametrize("n,h,winograd", [(1, 14, True), (2, 14, True), (1, 7, False), (4, 7, True)])
-def test_winograd_blocks(monkeypatch, n, h, winograd):
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("n,h,winograd", [(1, 14, True), (2, 14, True), (1, 7, False), (4, 7, True), (3, 7, True)])
+def test_winograd_blocks(monkeypatch, n, h, winograd, threads):
     """256 channels: 14x14 is one block of tiles per image (Winograd, its weights prefetched);
-    7x7 alone fills 4 of 16 lanes (direct), 4 images share one block (Winograd)."""
+    7x7 alone fills 4 of 16 lanes (direct), 4 images share one block (Winograd; 3 images: a
+    block with its last tile rows empty)."""
     calls = []
     real = emit_winograd.transform_weights
     monkeypatch.setattr(emit_winograd, "transform_weights", lambda *a: calls.append(1) or real(*a))
     rng = np.random.default_rng(12)
     mod, inputs = wino_module(rng, n, 256, 256, h, h, "residual")
     want = run_module(mod, inputs)
-    got = _run(mod, inputs, 2)
+    got = _run(mod, inputs, threads)
     assert bool(calls) == winograd
     np.testing.assert_allclose(got[0], want[0], **TOL)
