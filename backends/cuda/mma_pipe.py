@@ -54,6 +54,7 @@ from llvmlite import ir
 I16 = ir.IntType(16)
 F16 = ir.HalfType()
 EPI_UNROLL = 16  # epilogue elements per thread and loop iteration (16 vs 8: ResNet-50 fp16 batch 32 2.38 vs 2.44 ms)
+ROUND_TF32 = True  # round tf32 fragments to nearest (the tensor cores would truncate the raw f32 bits)
 RUN = 8  # consecutive m per thread in the epilogue of a channels-last output (16-byte f16 / bf16 vectors)
 
 
@@ -287,7 +288,7 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
                 row, kk = b.add(ncol, b.shl(j_hi, c32(3))), b.add(c32(KS * ks), b.add(r8, b.shl(j_lo, c32(3))))
             q = gb.ldmatrix_x4(b.gep(hs, [b.add(bbase, tb.sidx(b, row, kk))], inbounds=True), trans=not tb.row_k)
             bfr += [q[0:2], q[2:4]]
-        if kind == "tf32":  # cp.async brought raw f32 bits: round each fragment word to tf32 (as cvt.rna)
+        if kind == "tf32" and ROUND_TF32:  # cp.async brought raw f32 bits: round each fragment word to tf32 (as cvt.rna)
             afr = [[gb.to_tf32(b.bitcast(w, F32)) for w in fr] for fr in afr]
             bfr = [[gb.to_tf32(b.bitcast(w, F32)) for w in fr] for fr in bfr]
         for i in range(MT):

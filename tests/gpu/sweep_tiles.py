@@ -30,6 +30,7 @@ VARIANTS = {
     "balance": {("gemm", "choose_mma_tiling"): "balanced_tiling"},
     "old_layouts": {("codegen", "channels_last_values"): "pairs_only_layouts"},
     "no_runs": {("mma_pipe", "RUN"): 1 << 30},  # the channels-last epilogue element by element
+    "tf32_trunc": {("mma_pipe", "ROUND_TF32"): False},  # tf32 fragments as the raw f32 bits (truncated by the MMA)
 }
 
 
