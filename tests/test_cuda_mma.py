@@ -190,3 +190,38 @@ def test_resnet50_fp16_layouts_and_copies():
     assert len(reads & convs) == 51 and convs - reads == {"k3_conv_bn_relu", "k5_conv"}, sorted(convs - reads)
     assert reads - convs == {"k55_single"}, sorted(reads - convs)  # the global pool, one thread per channel
     assert convs - writes == {"k1_conv_bn_relu"}, sorted(convs - writes)
+
+
+@pytest.mark.parametrize("name,copies", [("residual-channels-last", 0), ("residual-channels-last-7x7", 2)])
+def test_residual_blocks_stay_channels_last(name, copies):
+    """Two bottleneck blocks and a pool (cuda_utils._residual_model), fp16: all seven convolutions store
+    their outputs channels-last, read so by the next convolutions, both residual adds and the pool. The
+    network input is NCHW: read as it is where its positions make 16-byte runs (8x8), else each of its
+    two readers copies it (7x7)."""
+    from dsc.pipeline import CompileOptions
+
+    m, _ = MMA_CASES[name][0]()
+    data = dsc.compile(m, "sm_90", options=CompileOptions(place=ALL_GPU, precision="fp16"))
+    launches = [s["label"] for s in manifest(data)["plan"]["schedule"] if s["op"] == "launch"]
+    convs = [lb for lb in launches if "tensor cores" in lb and "split-K sum" not in lb]
+    assert len(convs) == 7 and all("channels-last output" in lb for lb in convs), launches
+    readers = [lb.split(":")[0] for lb in convs if "channels-last input" not in lb]
+    assert len(readers) == (0 if copies else 2), launches  # conv1 and the shortcut of block 1 read x
+    assert sum("to channels-last" in lb for lb in launches) == copies, launches
+    assert any("global_avg_pool (channels-last input)" in lb for lb in launches), launches
+
+
+def test_row_bytes_deep_stages_where_k_and_shared_memory_allow():
+    """128-byte stage rows (BK = 64 16-bit values, 32 tf32) when K is a multiple of that, at least two
+    stages, the target grants the shared memory (sm_90), and a tap-major convolution's channels are a
+    multiple of the stage; else 64."""
+    from dsc.backends.cuda.mma import row_bytes, stage_depth
+    from dsc.backends.cuda.target import gpu_target
+
+    sm90, sm80, sm87 = (gpu_target(s).smem_limit for s in ("sm_90", "sm_80", "sm_87"))
+    assert row_bytes("f16", 576, sm90, channels=64) == 128 and stage_depth("f16", 128) == 64
+    assert row_bytes("f16", 64, sm90) == 64  # one deep stage: no gain (measured even)
+    assert row_bytes("f16", 200, sm90) == 64  # the padded stem: not a multiple
+    assert row_bytes("f16", 288, sm90, channels=32) == 64  # a stage would straddle kernel positions
+    assert row_bytes("tf32", 64, sm90) == 128 and stage_depth("tf32", 128) == 32
+    assert row_bytes("f16", 4608, sm80) == 64 and row_bytes("f16", 4608, sm87) == 64  # 99 / 163 KiB
