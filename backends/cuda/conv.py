@@ -14,10 +14,13 @@ whose positions are a multiple of 8 gets them from NCHW (runs of
 positions); every other convolution with channels a multiple of 8 reads its
 input channels-last (`ChannelsLastIm2colOperand`: runs of channels): either
 a copy made by a transpose kernel just before it, or the tensor as its
-producer stored it (codegen.channels_last_values picks the tensors whose
-every reader wants channels-last; the producer's epilogue then writes
-[batch][position][channel]). An image stem (3 channels, 7x7) reads a copy
-padded to 4 channels (8-byte copies).
+producer stored it. codegen.channels_last_values picks the tensor-core
+convolution outputs whose every reader can read them channels-last
+(`reads_channels_last`: convolutions, residual adds of channels-last
+convolutions, global pools); the producer's epilogue then writes
+[batch][position][channel], 8 channels per thread as vectors, and in ResNet
+no copy is left but the stem's. An image stem (3 channels, 7x7) reads a
+copy padded to 4 channels (8-byte copies).
 
 Depthwise convolutions (one input channel per group) are not GEMMs: a
 direct kernel computes each output from its KH×KW window.
