@@ -160,6 +160,21 @@ def _residual_model(cin, mid, cout, hw, batch=1, pool="GlobalAveragePool"):
     return m, {"x": rand(batch, cin, hw, hw, seed=9)}
 
 
+def _grouped_chain_model(cin, mid, cout, hw, groups, batch=1):
+    """1x1 conv + ReLU -> grouped 3x3 conv + ReLU -> 1x1 conv: the grouped one (a GEMM per group) stores
+    its output channels-last for the last one."""
+    w1, w2, w3 = rand(mid, cin, 1, 1, seed=1, scale=0.3), rand(mid, mid // groups, 3, 3, seed=2, scale=0.1), rand(cout, mid, 1, 1, seed=3, scale=0.2)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], kernel_shape=[3, 3], pads=[1] * 4, group=groups),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3"], ["y"], kernel_shape=[1, 1]),
+    ]
+    m = model(nodes, [("x", F, [batch, cin, hw, hw])], [("y", F, None)], [("w1", w1), ("w2", w2), ("w3", w3)])
+    return m, {"x": rand(batch, cin, hw, hw, seed=5)}
+
+
 # name -> (builder, multiprocessors to size the grid for: few make the emulator use the big tiles)
 MMA_CASES = {
     "matmul-edges": (lambda: _mm_model(40, 48, 56), None),
@@ -185,6 +200,7 @@ MMA_CASES = {
     "residual-channels-last": (lambda: _residual_model(16, 32, 24, 8, batch=2), None),
     "residual-channels-last-7x7": (lambda: _residual_model(16, 32, 24, 7), None),
     "residual-channels-last-maxpool": (lambda: _residual_model(16, 32, 24, 6, batch=2, pool="GlobalMaxPool"), None),
+    "chain-grouped-channels-last": (lambda: _grouped_chain_model(16, 32, 24, 8, 2, batch=2), 1),
     "residual-channels-last-big": (lambda: _residual_model(32, 128, 120, 16), 1),  # 128x128 tiles, an m edge
 }
 

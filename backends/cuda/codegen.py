@@ -308,8 +308,8 @@ def channels_last_values(gpu_kernels: list, tf32: bool, smem_limit: int) -> set:
     GPU kernels. A candidate stays one while every reader can read it so (conv.reads_channels_last:
     a convolution's input, the residual of a convolution whose outputs are channels-last too, a global
     pool); dropping one can drop others (a residual reader's outputs), so this repeats until nothing
-    changes: the largest consistent set. ResNet: every convolution output but the stem's copy source,
-    so no transpose kernel is left between the stem and the pool."""
+    changes: the largest consistent set. ResNet: every convolution output but the stem's (read by the
+    max pool), so the only transpose kernel left is the stem's input copy."""
     groups = {kop: kernel_group(kop, ins, outs, consts, lambda op: None)[0] for kop, ins, outs, consts in gpu_kernels}
     ctx = SimpleNamespace(tf32=tf32, smem_limit=smem_limit)
     cand: set = set()
