@@ -22,7 +22,7 @@ scratch for intermediates of kernels the emitters split), "weight" (the one
 weights blob; the runtime uploads it once, so a launch's "weight" is the
 device copy and a CPU step's the host one).
 
-GPU kernels (emitters in conv.py, gemm.py, mma_pipe.py, rows.py, data.py): a fused group is
+GPU kernels (emitters in conv.py, depthwise.py, gemm.py, mma_pipe.py, rows.py, data.py): a fused group is
 matched whole — convolution or GEMM with its epilogue, a row program
 (softmax, layer norm, reductions with their neighbours), an elementwise
 chain, pooling, data movement — else split op by op with intermediates in
