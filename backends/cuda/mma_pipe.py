@@ -27,7 +27,9 @@ chosen by mma.choose_mma_tiling.
   accumulators to a [BM][BN] f32 tile, then consecutive threads take
   consecutive n (16 per loop iteration, so their loads overlap), so the fused
   epilogue's loads and stores are coalesced along the output's contiguous
-  dimension.
+  dimension. A channels-last output (contiguous along m) is staged [BN][BM]
+  instead and each thread takes 8 consecutive m of one n (`_epilogue_runs`):
+  its channels-last residual and output move as 16-byte vectors.
 
 The loop (S = stages, one barrier per k-tile):
 
