@@ -131,7 +131,13 @@ def memory_one(model, data: bytes, threads: int, runs: int = 10, compare: bool =
     }
 
 
-def bench_one(model, name: str, threads: int, rounds: int, warmup: int = 3, compare: bool = True, memory: bool = False) -> dict:
+MAX_ROUNDS = 20000
+
+
+def bench_one(model, name: str, threads: int, rounds: int, warmup: int = 3, compare: bool = True, memory: bool = False, min_seconds: float = 2.0) -> dict:
+    """One model: compile, check against onnxruntime, then `rounds` interleaved rounds (dsc, onnxruntime)
+    and more until `min_seconds` of rounds have run (a 0.1 ms model gets thousands: a median of 20
+    such rounds moves by 30% with one wake-up of a worker thread), medians."""
     import onnxruntime as ort
 
     import dsc
@@ -162,7 +168,8 @@ def bench_one(model, name: str, threads: int, rounds: int, warmup: int = 3, comp
         if ref is not None:
             ref.run(None, feeds)
     td, to = [], []
-    for _ in range(rounds):
+    start = time.perf_counter()
+    while len(td) < rounds or (time.perf_counter() - start < min_seconds and len(td) < MAX_ROUNDS):
         t = time.perf_counter()
         sess.run(None, feeds)
         td.append(time.perf_counter() - t)
@@ -228,7 +235,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=",".join(ZOO_ORDER), help="zoo models, comma-separated")
     p.add_argument("--batch", default="1", help="batch sizes for zoo models, comma-separated")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=20, help="interleaved rounds at least (default 20)")
+    p.add_argument("--min-seconds", type=float, default=2.0, help="and rounds until this long (default 2.0: tiny models get thousands)")
     p.add_argument("--compare", choices=["onnxruntime", "none"], default="onnxruntime")
     p.add_argument("--profile", action="store_true", help="print the slowest steps of each model instead of the comparison")
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True, help="peak resident memory of each runtime, each in a fresh process (default on; --no-memory skips it)")
@@ -245,12 +253,12 @@ def main(argv=None) -> int:
         if args.model:
             import onnx
 
-            rows.append(bench_one(onnx.load(args.model), os.path.basename(args.model), args.threads, args.rounds, compare=args.compare != "none", memory=args.memory))
+            rows.append(bench_one(onnx.load(args.model), os.path.basename(args.model), args.threads, args.rounds, compare=args.compare != "none", memory=args.memory, min_seconds=args.min_seconds))
         else:
             for b in [int(x) for x in args.batch.split(",")]:
                 for name in args.models.split(","):
                     model = zoo.build(name, batch=b)
-                    rows.append(bench_one(model, f"{name} b{b}", args.threads, args.rounds, compare=args.compare != "none", memory=args.memory))
+                    rows.append(bench_one(model, f"{name} b{b}", args.threads, args.rounds, compare=args.compare != "none", memory=args.memory, min_seconds=args.min_seconds))
                     print(format_row(rows[-1], args.memory), file=sys.stderr, flush=True)
     except DscError as e:
         print(f"error: {e}", file=sys.stderr)
