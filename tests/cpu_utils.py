@@ -93,3 +93,20 @@ def check_native(module: ModuleOp, inputs: list[np.ndarray], rtol=1e-5, atol=1e-
     got = run_native(module, inputs, **kw)
     for w, gt in zip(want, got):
         np.testing.assert_allclose(gt, w, rtol=rtol, atol=atol)
+
+
+def mcjit_object(obj: bytes):
+    """An MCJIT engine holding object code `obj` (compiled for this machine); keep it alive while calling
+    the addresses `engine.get_function_address(name)` gives."""
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    tm = llvm.Target.from_default_triple().create_target_machine(reloc="pic", codemodel="default")
+    empty = llvm.parse_assembly("")
+    empty.triple = llvm.get_process_triple()
+    engine = llvm.create_mcjit_compiler(empty, tm)
+    engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+    engine.finalize_object()
+    return engine
+

@@ -11,10 +11,9 @@
 
 import ctypes
 
-import llvmlite.binding as llvm
 import numpy as np
 import pytest
-from cpu_utils import outline_each
+from cpu_utils import mcjit_object, outline_each
 from dsc.backends.cpu import emit_conv, emit_winograd
 from dsc.backends.cpu.codegen import compile_llvm_ir, generate
 from dsc.backends.cpu.irb import I64, VOID, KernelBuilder
@@ -44,13 +43,7 @@ def weighted_ranges(n, period, tail, cost, tail_cost, nthreads):
         b.store(lo, b.gep(fn.args[2], [ir.Constant(I64, 0)]))
         b.store(hi, b.gep(fn.args[2], [ir.Constant(I64, 1)]))
         b.ret_void()
-        obj = compile_llvm_ir(str(mod), host_target())
-        tm = llvm.Target.from_default_triple().create_target_machine(reloc="pic", codemodel="default")
-        empty = llvm.parse_assembly("")
-        empty.triple = llvm.get_process_triple()
-        engine = llvm.create_mcjit_compiler(empty, tm)
-        engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
-        engine.finalize_object()
+        engine = mcjit_object(compile_llvm_ir(str(mod), host_target()))
         proto = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
         _ranges_fn[key] = (engine, proto(engine.get_function_address("ranges")))
     out = []

@@ -24,7 +24,6 @@ import sys
 
 import dsc
 import dsc.runtime
-import llvmlite.binding as llvm
 import numpy as np
 import pytest
 from dsc import DscError
@@ -34,7 +33,9 @@ from dsc.backends.cpu.target import _X86_LEVELS, CpuTarget, host_target
 from onnx import TensorProto, helper
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "arm"))
+sys.path.insert(0, os.path.dirname(__file__))
 import armrun
+from cpu_utils import mcjit_object  # noqa: E402
 
 H = TensorProto.FLOAT16
 RTOL = ATOL = 2e-3
@@ -104,14 +105,7 @@ def conversion_loops(level: str):
         text = "".join(_LOOP.format(name=n, src=s, dst=d, conv=c) for n, (s, d, c, _, _) in CONVERSIONS.items())
         obj = compile_llvm_ir(text, x86_target(level))
         assert not undefined_symbols(obj) & set(F16_SYMBOLS)
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
-        tm = llvm.Target.from_default_triple().create_target_machine(reloc="pic", codemodel="default")
-        empty = llvm.parse_assembly("")
-        empty.triple = llvm.get_process_triple()
-        engine = llvm.create_mcjit_compiler(empty, tm)
-        engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
-        engine.finalize_object()
+        engine = mcjit_object(obj)
         proto = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
         _engines[level] = (engine, {n: proto(engine.get_function_address(n)) for n in CONVERSIONS})
     return _engines[level][1]
