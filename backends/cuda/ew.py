@@ -266,6 +266,11 @@ class Leaf:
         return load_elem(gb, self.ptr, coords.offset(st), self.dtype)
 
 
+def group_leaves(grp, ptrs) -> dict:
+    """Every leaf of a fused group as a Leaf at its kernel argument (channels-last where grp.layout says)."""
+    return {v: Leaf(ptrs[grp.index[v]], sig_of(v.type).shape, sig_of(v.type).dtype, nhwc=grp.layout.get(v) == "nhwc") for v in grp.leaves}
+
+
 def channels_last_strides(shape) -> list:
     """Strides of a [batch][channel][positions...] tensor stored [batch][positions...][channel]."""
     c = shape[1]
@@ -357,4 +362,4 @@ def is_ew(op) -> bool:
     return isinstance(op, EW_OPS)
 
 
-__all__ = ["Coords", "Leaf", "eval_ops", "load_elem", "load_run", "store_elem", "store_run", "mem_type", "reg_type", "contiguous_strides", "EW_OPS", "gpu_cast", "const_value", "F16"]
+__all__ = ["Coords", "Leaf", "group_leaves", "eval_ops", "load_elem", "load_run", "store_elem", "store_run", "mem_type", "reg_type", "contiguous_strides", "EW_OPS", "gpu_cast", "const_value", "F16"]

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from dsc.backends.cuda.ew import Coords, Leaf, channels_last_strides, contiguous_strides, eval_ops, is_ew, load_elem, load_run, store_elem, store_run
+from dsc.backends.cuda.ew import Coords, Leaf, channels_last_strides, group_leaves, contiguous_strides, eval_ops, is_ew, load_elem, load_run, store_elem, store_run
 from dsc.backends.cuda.gpubuilder import F32, GpuBuilder, c32, cf
 from dsc.backends.cuda.mma import block_tile, choose_mma_tiling, close_k_loop, mma_kind, open_k_loop, worth_mma
 from dsc.backends.cuda.mma import row_bytes as mma_row_bytes, stage_depth
@@ -409,7 +409,7 @@ def make_epilogue(grp, anchor, rest, out_shape, coords_of):
     def epi_store(gb, ptrs, z, m, n, acc, extra=None):
         coords = coords_of(gb, z, m, n)
         env = {anchor.results[0]: acc if extra is None else extra(gb, ptrs, coords, acc)}
-        leaves = {v: Leaf(ptrs[grp.index[v]], sig_of(v.type).shape, sig_of(v.type).dtype, nhwc=grp.layout.get(v) == "nhwc") for v in grp.leaves}
+        leaves = group_leaves(grp, ptrs)
         eval_ops(gb, rest, env, leaves, coords, grp.consts)
         for v in outs:
             ref = grp.outputs[v]
@@ -426,7 +426,7 @@ def make_epilogue(grp, anchor, rest, out_shape, coords_of):
         first = coords_of(gb, z, m, n)
         cl_off = first.offset(channels_last_strides(first.shape))
         runs = {v: load_run(gb, ptrs[grp.index[v]], cl_off, sig_of(v.type).dtype, V) for v in run_leaves}
-        leaves = {v: Leaf(ptrs[grp.index[v]], sig_of(v.type).shape, sig_of(v.type).dtype, nhwc=grp.layout.get(v) == "nhwc") for v in grp.leaves}
+        leaves = group_leaves(grp, ptrs)
         envs = []
         for j in range(V):
             coords = first if j == 0 else coords_of(gb, z, gb.b.add(m, c32(j)), n)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from dsc.backends.cuda.ew import Coords, Leaf, const_value, eval_ops, is_ew, is_float, load_elem, store_elem
+from dsc.backends.cuda.ew import Coords, const_value, eval_ops, group_leaves, is_ew, is_float, load_elem, store_elem
 from dsc.backends.cuda.gpubuilder import F32, GpuBuilder, _pow2_ceil, c32, cf
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of
@@ -156,8 +156,7 @@ def _emit_global_pool_nhwc(ctx, grp) -> bool:
         b = gb.b
         with gb.grid_stride(B * C) as e:
             base = b.add(b.mul(b.udiv(e, c32(C)), c32(P * C)), b.urem(e, c32(C)))
-            vals = [load_elem(gb, ptrs[grp.index[x]], b.add(base, c32(p * C)), xd) for p in range(P)]
-            vals = [v if v.type == F32 else b.fpext(v, F32) for v in vals]
+            vals = [load_elem(gb, ptrs[grp.index[x]], b.add(base, c32(p * C)), xd) for p in range(P)]  # f32 registers
             acc = vals[0]
             for v in vals[1:]:
                 acc = gb.fmax(acc, v) if is_max else b.fadd(acc, v)
@@ -191,7 +190,7 @@ def emit_rows(ctx, grp) -> None:
         b = gb.b
         r = gb.ctaid("x")
         tid = gb.tid()
-        leaves = {v: Leaf(ptrs[grp.index[v]], sig_of(v.type).shape, sig_of(v.type).dtype, nhwc=grp.layout.get(v) == "nhwc") for v in grp.leaves}
+        leaves = group_leaves(grp, ptrs)
         scalars: dict = {}  # row-scalar values (uniform in the block)
         scratch = gb.shared(F32, 32, "red")
 
