@@ -45,6 +45,7 @@ TARGETS: dict[str, Target] = {
         Target("orin", "Jetson Orin: Cortex-A78AE CPU + Ampere sm_87 GPU", _ARM, "cortex-a78ae", sm="sm_87", unified_memory=True),
         Target("cuda", "this machine's CPU + an NVIDIA GPU (PTX for sm_80, JIT-able on newer GPUs)", sm="sm_80"),
         *(Target(sm, f"this machine's CPU + an NVIDIA {sm} GPU", sm=sm) for sm in ("sm_80", "sm_86", "sm_87", "sm_89", "sm_90")),
+        Target("sm_90a", "this machine's CPU + an NVIDIA Hopper GPU (H100, H200), Hopper's own instructions (wgmma): runs on compute capability 9.0 only", sm="sm_90a"),
     ]
 }
 

@@ -433,14 +433,14 @@ class PlaceDevicesPass(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         require(op, self.name, is_fused(op), "fused IR (run outline-kernels first)")
-        if not re.fullmatch(r"sm_\d+", self.gpu):
+        if not re.fullmatch(r"sm_\d+a?", self.gpu):
             raise DscError(f"place-devices: gpu must name a CUDA SM such as sm_80, got '{self.gpu}'")
         block = main_func(op).body.block
         overrides = parse_overrides(self.overrides)
         drop_transfers(block)
         ops = list(block.ops)
         check_overrides([o for o in ops if isinstance(o, k.FusedOp)], overrides)
-        gpu = GPU_MODELS.get(self.gpu, GPU_MODELS["sm_80"])
+        gpu = GPU_MODELS.get(self.gpu.rstrip("a"), GPU_MODELS["sm_80"])  # sm_90a: the sm_90 part
         link = SHARED_DRAM if self.shared_memory or self.gpu in INTEGRATED_GPUS else PCIE
         for kern, dev in choose_devices(ops, gpu, link, overrides).items():
             kern.attributes["device"] = StringAttr(dev)

@@ -75,12 +75,15 @@ def _ver(v: int) -> str:
 def gpu_preflight(gpu: dict, compute_capability: tuple[int, int], driver_version: int, device_name: str = "this GPU", path: str = "the artifact") -> None:
     """Refuse an artifact whose SM or PTX ISA this GPU or driver cannot run, saying what to do."""
     sm = gpu["sm"]
-    want = int(sm.split("_")[1])
+    exact = sm.endswith("a")  # architecture-specific PTX (sm_90a): this compute capability alone
+    want = int(sm.split("_")[1].rstrip("a"))
     have = compute_capability[0] * 10 + compute_capability[1]
-    if have < want:
+    if have < want or (exact and have != want):
+        newer = "" if exact else " or newer"
+        also = f" (or --target sm_{want}, which runs on newer GPUs too)" if exact and have > want else " (or --target cuda, PTX for sm_80 that newer GPUs run)"
         raise TargetError(
-            f"{path} was compiled for {sm} (compute capability {want // 10}.{want % 10}); {device_name} is sm_{have} (compute capability {compute_capability[0]}.{compute_capability[1]})",
-            hint=f"recompile for this GPU with --target sm_{have} (or --target cuda, PTX for sm_80 that newer GPUs run), or run the artifact on a GPU of compute capability {want // 10}.{want % 10} or newer",
+            f"{path} was compiled for {sm} (compute capability {want // 10}.{want % 10}{' only' if exact else ''}); {device_name} is sm_{have} (compute capability {compute_capability[0]}.{compute_capability[1]})",
+            hint=f"recompile for this GPU with --target sm_{have}{also}, or run the artifact on a GPU of compute capability {want // 10}.{want % 10}{newer}",
         )
     isa = parse_isa(gpu["ptx_isa"])
     readable = driver_ptx_isa(driver_version)

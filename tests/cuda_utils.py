@@ -204,23 +204,35 @@ MMA_CASES = {
     "residual-channels-last-big": (lambda: _residual_model(32, 128, 120, 16), 1),  # 128x128 tiles, an m edge
 }
 
+# sm_90a: GEMMs that take wgmma (wgmma.py: block tiles of 64+ rows, both operands contiguous along k)
+WGMMA_CASES = {
+    # 128x128 tiles (two warpgroups), an m edge (120 of 128), K = 120 (64-byte rows, a k edge), residuals
+    "wg-residual-big": (lambda: _residual_model(32, 128, 120, 16), 1),
+    # 64x128 tiles (one warpgroup, n = 128): a 3x3 on a channels-last input, K = 576 (128-byte rows)
+    "wg-chain-wide": (lambda: _conv_chain_model(24, 64, 64, 16, batch=2), 1),
+    # 64x64 tiles (n = 64), 64-byte rows (K = 288), an n edge (8x8 positions of 64: none; 7x7: 49)
+    "wg-chain-mid": (lambda: _conv_chain_model(24, 32, 64, 7), 1),
+}
 
-def check_mma(name: str, kind: str, device="emulate", monkeypatch=None) -> str:
+
+def check_mma(name: str, kind: str, device="emulate", monkeypatch=None, target: str = "sm_90") -> str:
     """Compile MMA_CASES[name] with tensor cores of `kind` ("tf32", "f16" or "bf16") and check it; returns the GEMM's launch label.
 
     The reference is onnxruntime on the model with its input and weights
     rounded to the MMA's input type, so only the accumulation order (and, for
     f16, the f16 result) differs: a wrong fragment layout shows as O(1) errors.
     """
-    build, sms = MMA_CASES[name]
+    target_name = target
+    build, sms = {**MMA_CASES, **WGMMA_CASES}[name]
     m, feeds = build()
     if sms is not None and monkeypatch is not None:
         from dsc.backends.cuda import target
 
-        monkeypatch.setitem(target.SM_COUNT, "sm_90", sms)
+        sm = target_name
+        monkeypatch.setitem(target.SM_COUNT, sm, sms)
     precision = {"f16": "fp16", "bf16": "bf16"}.get(kind, "fp32")
     options = CompileOptions(place=ALL_GPU, tf32=kind == "tf32", precision=precision)
-    data = dsc.compile(m, "sm_90", options=options, gpu_emulation=device == "emulate")
+    data = dsc.compile(m, target_name, options=options, gpu_emulation=device == "emulate")
     if kind == "tf32":
         rnd = round_tf32
     else:
@@ -236,7 +248,7 @@ def check_mma(name: str, kind: str, device="emulate", monkeypatch=None) -> str:
     want = ort(ref_model, {k: rnd(v) for k, v in feeds.items()})[0]
     got = dsc.runtime.load(data, gpu=device).run(None, feeds)[0]
     tol = {"f16": 2e-3, "bf16": 1e-2}.get(kind, 1e-4)  # the result rounds to f16 (2^-11) / bf16 (2^-8)
-    if kind == "tf32" and name.startswith(("chain", "residual")):
+    if kind == "tf32" and name.startswith(("chain", "residual", "wg-")):
         tol = 3e-3  # later convolutions round their inputs (earlier ones' outputs) to tf32; the reference does not
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, float(np.abs(want).max())))
     import io

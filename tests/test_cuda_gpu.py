@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from cuda_utils import ALL_GPU, GPU_REASON, MMA_CASES, check, check_mma, compile_gpu, have_gpu, ort  # noqa: E402
+from cuda_utils import ALL_GPU, GPU_REASON, MMA_CASES, WGMMA_CASES, check, check_mma, compile_gpu, have_gpu, ort  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not have_gpu(), reason=GPU_REASON)
 
@@ -106,3 +106,31 @@ def test_preflight_refuses_a_newer_sm(tmp_path):
 def test_tensor_core_gemm_on_gpu(name, kind, monkeypatch):
     labels = check_mma(name, kind, device=None, monkeypatch=monkeypatch)
     assert f"({kind} tensor cores)" in labels, labels
+
+
+# the cases whose GEMMs take wgmma on sm_90a (both operands contiguous along k: channels-last inputs, weights)
+@pytest.mark.parametrize("kind", ["f16", "bf16"])
+@pytest.mark.parametrize("name", list(WGMMA_CASES) + ["residual-channels-last", "chain-channels-last", "tap-major-s2-batch2", "matmul-edges"])
+def test_wgmma_gemm_on_gpu(name, kind, monkeypatch):
+    """sm_90a: Hopper's warpgroup MMA from swizzled shared memory (and mma.sync where it does not apply),
+    against the rounded-input reference."""
+    labels = check_mma(name, kind, device=None, monkeypatch=monkeypatch, target="sm_90a")
+    assert name not in WGMMA_CASES or "wgmma" in labels, labels
+
+
+def test_resnet18_fp16_sm90a_on_gpu():
+    """ResNet-18 (full size, batch 8) in fp16 for sm_90a: wgmma kernels, within fp16 tolerance of fp32
+    onnxruntime and of sm_90's mma.sync kernels."""
+    from dsc.pipeline import CompileOptions
+
+    mdl = zoo.build("resnet18", batch=8)
+    feeds = zoo.example_inputs(mdl)
+    data = dsc.compile(mdl, "sm_90a", options=CompileOptions(precision="fp16"))
+    labels = [s["label"] for s in json.loads(zipfile.ZipFile(io.BytesIO(data)).read("manifest.json"))["plan"]["schedule"] if s["op"] == "launch"]
+    assert any("wgmma" in lab for lab in labels), labels
+    got = dsc.runtime.load(data).run(None, feeds)[0]
+    sync = dsc.runtime.load(dsc.compile(mdl, "sm_90", options=CompileOptions(precision="fp16"))).run(None, feeds)[0]
+    want = ort(mdl, feeds)[0]
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(got, want, rtol=3e-2, atol=3e-2 * scale)
+    np.testing.assert_allclose(got, sync, rtol=1e-2, atol=1e-2 * scale)

@@ -7,7 +7,7 @@ Phases (each model on its own: a failure is recorded and the run goes on):
 
 1. environment: GPU, driver, pycuda, cuda-bindings, torch;
 2. compiles in the background (worker processes): the full-size zoo at batch 1
-   for sm_90, and the benchmark models at batch 32;
+   for sm_90a (--sm; Hopper's wgmma kernels), and the benchmark models at batch 32;
 3. `pytest tests/test_cuda_gpu.py` (every kernel kind and the small zoo on the GPU);
 4. full-size ResNet-18/50, MobileNetV2, EfficientNet-B0, BERT-base: dsc on the
    GPU against onnxruntime on the CPU (fp32, rtol 1e-3 / atol 1e-3);
@@ -226,13 +226,14 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=0, help="compile worker processes (default: cores / 2, at most 8)")
     ap.add_argument("--precisions", default=",".join(PRECISIONS), help=f"benchmark variants, comma-separated (default {','.join(PRECISIONS)})")
     ap.add_argument("--no-correctness", action="store_true", help="skip the full-size correctness phase (benchmark only)")
+    ap.add_argument("--sm", default="sm_90a", help="the GPU target compiled for (default sm_90a: Hopper's wgmma; sm_90: mma.sync)")
     ap.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (a minute or more per variant)")
     args = ap.parse_args(argv)
     deadline = T0 + args.budget
     os.makedirs(args.out, exist_ok=True)
     workdir = "/tmp/dsc_gpu_artifacts"  # artifacts stay out of $OUT (only results come back)
     os.makedirs(workdir, exist_ok=True)
-    results: dict = {"env": {}, "pytest": {}, "correctness": {}, "bench": {}, "compile": {}, "notes": []}
+    results: dict = {"sm": args.sm, "env": {}, "pytest": {}, "correctness": {}, "bench": {}, "compile": {}, "notes": []}
 
     def left() -> float:
         return deadline - time.time()
@@ -283,8 +284,8 @@ def main(argv=None) -> int:
     models = [] if args.no_correctness else ["resnet50"] if args.quick else FULL
     precisions = ["fp32"] if args.quick else args.precisions.split(",")
     variants = [(n, b, p) for p in precisions for n in (["resnet50"] if args.quick else BENCH) for b in ([1] if args.quick else BATCHES)]
-    todo = [(n, 1, "sm_90", "fp32") for n in models]
-    todo += [(n, b, "sm_90", p) for n, b, p in variants if (n, b, p) != (n, 1, "fp32") or n not in models]
+    todo = [(n, 1, args.sm, "fp32") for n in models]
+    todo += [(n, b, args.sm, p) for n, b, p in variants if (n, b, p) != (n, 1, "fp32") or n not in models]
     ncpu = os.cpu_count() or 4
     pool = ProcessPoolExecutor(max_workers=args.jobs or max(1, min(8, ncpu // 2)), mp_context=mp.get_context("spawn"))
     for n, b, t, prec in todo:
@@ -428,7 +429,7 @@ def report(r: dict) -> str:
     lines = ["# dsc on the GPU", "", f"GPU: {env.get('gpu')} (cc {env.get('compute_capability')}), driver {env.get('driver')}, pycuda {env.get('pycuda')}, torch {env.get('torch')}, cuda-bindings {env.get('cuda_bindings')}" + (f"; error: {_cell(env['error'])}" if env.get("error") else ""), ""]
     pt = r.get("pytest", {})
     lines += [f"pytest tests/test_cuda_gpu.py: {pt.get('summary')}", ""]
-    lines += ["## Full-size models, batch 1, sm_90, fp32: dsc on the GPU vs onnxruntime (CPU)", "", "| model | result | max abs err | max abs ref | launches | CUDA graph | run (ms) |", "|---|---|---|---|---|---|---|"]
+    lines += [f"## Full-size models, batch 1, {r.get('sm', 'sm_90')}, fp32: dsc on the GPU vs onnxruntime (CPU)", "", "| model | result | max abs err | max abs ref | launches | CUDA graph | run (ms) |", "|---|---|---|---|---|---|---|"]
     for n, c in r.get("correctness", {}).items():
         if "error" in c:
             lines.append(f"| {n} | ERROR: {_cell(c['error'])[:160]} | | | | | |")

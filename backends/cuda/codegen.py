@@ -205,6 +205,7 @@ class EmitCtx:
         self.sms = gpu.sm_count
         self.tf32 = gpu.tf32
         self.smem_limit = gpu.smem_limit
+        self.wgmma = gpu.wgmma  # Hopper's warpgroup MMA (sm_90a): wgmma.py
         self.prefix = prefix
         self.launches: list[Launch] = []
         self.scratch_top = scratch_base
@@ -226,6 +227,7 @@ class EmitCtx:
     def launch(self, suffix: str, refs: list[BufRef], grid, threads: int, body, label: str, extra_writes=(), extra_reads=(), min_blocks: int = 0) -> None:
         name = self.gm.unique(f"{self.prefix}_{suffix}")
         smem = self.gm.build_kernel(name, list(refs), threads, body, min_blocks)
+        label = label() if callable(label) else label  # may say what the build chose (gemm.emit_gemm)
         grid = tuple(int(x) for x in (tuple(grid) + (1, 1, 1))[:3])
         self.launches.append(Launch(name, grid, (int(threads), 1, 1), smem, list(refs), f"{self.prefix}: {label}"))
 

@@ -40,6 +40,7 @@ from dsc.backends.cuda.gpubuilder import F32, GpuBuilder, c32, cf
 from dsc.backends.cuda.mma import block_tile, choose_mma_tiling, close_k_loop, mma_kind, open_k_loop, worth_mma
 from dsc.backends.cuda.mma import row_bytes as mma_row_bytes, stage_depth
 from dsc.backends.cuda.mma_pipe import PIPE_CONFIGS, emit_pipelined_mma_body
+from dsc.backends.cuda.wgmma import emit_wgmma_body
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of
 
@@ -311,7 +312,12 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
         rb = row_bytes or mma_row_bytes(kind, K, ctx.smem_limit)
 
         def core(gb, cfg, M, N, K, A, B, epi, split, nz, run=None):
-            emit_pipelined_mma_body(gb, cfg, M, N, K, A, B, epi, split, nz, kind, m_fastest=m_fastest and split == 1, epi_run=run if split == 1 else None, row_bytes=rb)
+            args = (gb, cfg, M, N, K, A, B, epi, split, nz, kind)
+            mf, er = m_fastest and split == 1, run if split == 1 else None
+            if getattr(ctx, "wgmma", False) and emit_wgmma_body(*args, mf, er, rb, ctx.smem_limit):
+                used.add("wgmma")
+                return
+            emit_pipelined_mma_body(*args, m_fastest=mf, epi_run=er, row_bytes=rb)
 
         fallback = PIPE_CONFIGS[0]
     else:
@@ -326,7 +332,13 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
         grid = (-(-N // cfg.BN), -(-M // cfg.BM), Z)
     # the shape and tiles, for profiles and `dsc explain`
     tile = f"{cfg.BM}x{cfg.BN}" + (f"x{stage_depth(kind, rb)}" if kind is not None else "")
-    label += f" [{Z}x{M}x{N}x{K}, tile {tile}" + (f", split-K {split}]" if split > 1 else "]")
+    shape = f" [{Z}x{M}x{N}x{K}, tile {tile}" + (f", split-K {split}]" if split > 1 else "]")
+    used: set = set()  # "wgmma" once the kernel is built on it
+
+    def named(base):
+        return lambda: base.replace("tensor cores)", "tensor cores, wgmma)") + shape if used else base + shape
+
+    label = named(label)
     if split == 1:
         def body(gb, ptrs):
             A, B = make_operands(gb, ptrs)
@@ -352,7 +364,7 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
 
         core(gb, cfg, M, N, K, A, B, store_part, split, Z)
 
-    ctx.launch(name + "_splitk", refs, grid, cfg.threads, body, label + " (split-K)", extra_writes={pi}, extra_reads=extra_reads, min_blocks=getattr(cfg, "min_blocks", 0))
+    ctx.launch(name + "_splitk", refs, grid, cfg.threads, body, lambda: label() + " (split-K)", extra_writes={pi}, extra_reads=extra_reads, min_blocks=getattr(cfg, "min_blocks", 0))
 
     def reduce_body(gb, ptrs):
         b = gb.b
@@ -372,7 +384,7 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
             epi_store(gb, ptrs, z, m, n, acc)
 
     total = Z * M * N
-    ctx.launch(name + "_epilogue", refs, (min(-(-total // 256), 65535), 1, 1), 256, reduce_body, label + " (split-K sum)", extra_reads={pi})
+    ctx.launch(name + "_epilogue", refs, (min(-(-total // 256), 65535), 1, 1), 256, reduce_body, label() + " (split-K sum)", extra_reads={pi})
 
 
 # ------------------------------------------------------------ matching fused groups

@@ -34,7 +34,8 @@ CTX_TID, CTX_NTID, CTX_CTAID, CTX_NCTAID = 0, 3, 6, 9
 CTX_BARRIER, CTX_WARP_BARRIERS, CTX_SHARED, CTX_XCHG = 12, 13, 14, 15
 CTX_SLOTS = 16
 XCHG_WORDS = 7  # emu: words of exchange area per thread (a shuffle uses 1, an MMA 6 more)
-DYNAMIC_SMEM = "dsc_smem"  # the extern shared array every kernel carves its shared memory from
+DYNAMIC_SMEM = "dsc_smem"
+SMEM_ALIGN = 1024  # the extern shared array every kernel carves its shared memory from
 PTHREAD_BARRIER_BYTES = 32  # sizeof(pthread_barrier_t) on x86-64 and aarch64 glibc (aarch64: 32 as well)
 
 
@@ -56,8 +57,8 @@ class SharedAllocator:
     def __init__(self):
         self.size = 0
 
-    def alloc(self, nbytes: int) -> int:
-        off = (self.size + 15) // 16 * 16
+    def alloc(self, nbytes: int, align: int = 16) -> int:
+        off = -(-self.size // align) * align
         self.size = off + nbytes
         return off
 
@@ -244,6 +245,103 @@ class GpuBuilder(KernelBuilder):
         self._warp_barrier()
         return out
 
+    # ------------------------------------------------------------ Hopper warpgroup MMA (sm_90a)
+    def _asm(self, text: str):
+        self.b.call(ir.InlineAsm(ir.FunctionType(VOID, []), text, "~{memory}", side_effect=True), [])
+
+    def wgmma_fence(self):
+        """Before a warpgroup's first wgmma of a batch (its accumulators were last written by other instructions)."""
+        if self.mode == "nvptx":
+            self._asm("wgmma.fence.sync.aligned;")
+
+    def wgmma_commit(self):
+        if self.mode == "nvptx":
+            self._asm("wgmma.commit_group.sync.aligned;")
+
+    def wgmma_wait(self, pending: int, accs: list) -> list:
+        """Wait until at most `pending` committed wgmma batches of this warpgroup are in flight; returns `accs`
+        redefined after the wait (so that nothing reads an accumulator still being written)."""
+        if self.mode != "nvptx":
+            return list(accs)
+        self._asm(f"wgmma.wait_group.sync.aligned {int(pending)};")
+        pin = ir.InlineAsm(ir.FunctionType(F32, [F32]), "", "=f,0", side_effect=True)
+        return [self.b.call(pin, [v]) for v in accs]
+
+    def fence_proxy_async(self):
+        """Make this thread's shared-memory writes (stores, cp.async) visible to the tensor cores' async proxy."""
+        if self.mode == "nvptx":
+            self._asm("fence.proxy.async.shared::cta;")
+
+    def wgmma(self, kind: str, n: int, desc_a, desc_b, acc: list) -> list:
+        """One warpgroup-wide MMA from shared memory, D(64 x n) += A(64 x k) · B(k x n); the 128 threads of
+        the warpgroup must call. kind "f16" / "bf16": k = 16; "tf32": k = 8 (raw f32 bits, truncated).
+
+        `desc_a` / `desc_b` (i64): shared-memory matrix descriptors of K-major swizzled tiles (wgmma.py).
+        `acc`: n / 2 f32 per thread; thread 32w + 4g + t holds, for j < n / 8, rows 16w + g (+8) and
+        columns 8j + 2t (+1): acc[4j .. 4j+3] = D(16w+g, 8j+2t), D(16w+g, 8j+2t+1), D(16w+g+8, 8j+2t),
+        D(16w+g+8, 8j+2t+1), as four m16n8 fragments of mma.sync stacked. Asynchronous on the GPU:
+        read the results after `wgmma_commit` and `wgmma_wait`."""
+        nacc = n // 2
+        ks = 8 if kind == "tf32" else 16
+        if self.mode == "nvptx":
+            regs = ",".join(f"${i}" for i in range(nacc))
+            tail = ", 1, 1" if kind == "tf32" else ", 1, 1, 0, 0"  # scale a, b; K-major a, b
+            asm = (f"{{\n.reg .pred p;\nsetp.ne.b32 p, ${nacc + 2}, 0;\n"
+                   f"wgmma.mma_async.sync.aligned.m64n{n}k{ks}.f32.{kind}.{kind} {{{regs}}}, ${nacc}, ${nacc + 1}, p{tail};\n}}")
+            cons = ",".join(["=f"] * nacc + ["l", "l", "r"] + [str(i) for i in range(nacc)]) + ",~{memory}"
+            fty = ir.FunctionType(ir.LiteralStructType([F32] * nacc), [I64, I64, I32] + [F32] * nacc)
+            r = self.b.call(ir.InlineAsm(fty, asm, cons, side_effect=True), [desc_a, desc_b, c32(1)] + list(acc))
+            return [self.b.extract_value(r, i) for i in range(nacc)]
+        return self._wgmma_emulated(kind, n, ks, desc_a, desc_b, acc)
+
+    def _wgmma_emulated(self, kind, n, ks, desc_a, desc_b, acc):
+        """Each thread computes its own accumulators from shared memory, decoding the descriptors as the
+        hardware does: element (row r, byte kb) of a K-major tile swizzled over W-byte rows (W = 128, 64, 32
+        for layout 1, 2, 3) is at a = start + (r / 8) * SBO + (r % 8) * W + kb, XOR-ed in bits 4.. by bits 7..
+        of a (a ^ ((a >> 3) & (W - 16)))."""
+        b = self.b
+        eb = 4 if kind == "tf32" else 2
+        cur = b.block
+        b.position_at_start(self.fn.entry_basic_block)
+        arr = b.alloca(F32, size=c32(len(acc)), name="wgacc")
+        b.position_at_end(cur)
+        for i, v in enumerate(acc):
+            b.store(v, b.gep(arr, [c32(i)], inbounds=True))
+        base = self._sreg_cache["shared"]
+
+        def fields(desc):
+            start = b.trunc(b.shl(b.and_(desc, c64(0x3FFF)), c64(4)), I32)
+            sbo = b.trunc(b.shl(b.and_(b.lshr(desc, c64(32)), c64(0x3FFF)), c64(4)), I32)
+            width = b.lshr(c32(256), b.trunc(b.lshr(desc, c64(62)), I32))
+            return start, sbo, width
+
+        def elem(f, r, k):
+            start, sbo, width = f
+            a = b.add(b.add(start, b.mul(b.lshr(r, c32(3)), sbo)), b.add(b.mul(b.and_(r, c32(7)), width), c32(k * eb)))
+            a = b.xor(a, b.and_(b.lshr(a, c32(3)), b.sub(width, c32(16))))
+            p = b.gep(base, [b.zext(a, I64)], inbounds=True)
+            if kind == "f16":
+                return b.fpext(b.load(b.bitcast(p, ir.HalfType().as_pointer())), F32)
+            x = b.load(b.bitcast(p, ir.IntType(16 if kind == "bf16" else 32).as_pointer()))
+            if kind == "bf16":
+                return b.bitcast(b.shl(b.zext(x, I32), c32(16)), F32)
+            return b.bitcast(b.and_(x, c32(-0x2000)), F32)  # tf32: the top 19 bits
+
+        fa, fb = fields(desc_a), fields(desc_b)
+        lane = b.and_(self.tid(), c32(31))
+        w = b.and_(b.lshr(self.tid(), c32(5)), c32(3))
+        g, t = b.lshr(lane, c32(2)), b.and_(lane, c32(3))
+        with self.loop32(0, n // 8, 1, "wgj") as j:
+            for q in range(4):
+                row = b.add(b.add(b.shl(w, c32(4)), g), c32(8 * (q >> 1)))
+                col = b.add(b.add(b.shl(j, c32(3)), b.shl(t, c32(1))), c32(q & 1))
+                slot = b.gep(arr, [b.add(b.shl(j, c32(2)), c32(q))], inbounds=True)
+                s = b.load(slot)
+                for k in range(ks):
+                    s = self.fma(elem(fa, row, k), elem(fb, col, k), s)
+                b.store(s, slot)
+        return [b.load(b.gep(arr, [c32(i)], inbounds=True)) for i in range(len(acc))]
+
     def to_tf32(self, x):
         """An f32 rounded to tf32 (10-bit mantissa, to nearest, ties away), as its i32 bits."""
         if self.mode == "nvptx":
@@ -252,21 +350,23 @@ class GpuBuilder(KernelBuilder):
         return self.b.and_(self.b.add(bits, c32(0x1000)), c32(-0x2000))
 
     # ------------------------------------------------------------ memory
-    def shared(self, elem: ir.Type, count: int, name: str = "smem"):
-        """A shared array of `count` elements (pointer to the first).
+    def shared(self, elem: ir.Type, count: int, name: str = "smem", align: int = 16):
+        """A shared array of `count` elements (pointer to the first), its offset a multiple of `align`.
 
         Every kernel's shared memory is one dynamic allocation (`extern
         __shared__`), carved at fixed offsets: the launch passes its size, so a
-        kernel may use more than the 48 KiB a static array is limited to."""
+        kernel may use more than the 48 KiB a static array is limited to. The
+        allocation is aligned to 1024 bytes (wgmma's swizzled tiles repeat
+        every 1024 bytes of address)."""
         nbytes = count * _type_bytes(elem)
-        off = self.smem.alloc(nbytes)
+        off = self.smem.alloc(nbytes, align)
         b = self.b
         if self.mode == "nvptx":
             gv = self.module.globals.get(DYNAMIC_SMEM)
             if gv is None:
                 gv = ir.GlobalVariable(self.module, ir.ArrayType(I8, 0), DYNAMIC_SMEM, addrspace=3)
                 gv.linkage = "external"
-                gv.align = 16
+                gv.align = SMEM_ALIGN
             return gv.gep([c32(0), c32(off)]).bitcast(elem.as_pointer(3))  # constant: valid in every block
         base = self._sreg_cache["shared"]
         return b.bitcast(b.gep(base, [c64(off)], inbounds=True), elem.as_pointer())

@@ -127,12 +127,15 @@ PIPE_CONFIGS = [PIPE_BIG, PIPE_WIDE, PIPE_MID, PIPE_SMALL]
 class _Tile:
     """How one operand's k-tile travels: orientation in shared memory and copy scheme."""
 
-    def __init__(self, op, rows: int, limit: int, k_major_rows: bool, kind: str, T: int, extent_rows: int, K: int, geo: Geometry):
+    def __init__(self, op, rows: int, limit: int, k_major_rows: bool, kind: str, T: int, extent_rows: int, K: int, geo: Geometry, swizzle: bool = False):
         BK = self.BK = geo.BK
         self.op, self.rows, self.limit, self.a_side = op, rows, limit, k_major_rows
+        self.eb, self.row_bytes = geo.eb, geo.row_bytes
         # [row][k] when the operand is contiguous along k, else [k][row]
         self.row_k = (op.contig == 1) == k_major_rows
-        self.pitch = BK + geo.pad(True) if self.row_k else rows + geo.pad(False)
+        # `swizzle` (wgmma.py): [row][k] rows of exactly row_bytes, 16-byte chunks XOR-swizzled by row
+        self.swizzle = swizzle and self.row_k
+        self.pitch = BK if self.swizzle else BK + geo.pad(True) if self.row_k else rows + geo.pad(False)
         want = {"bf16": BFLOAT16, "f16": np.dtype(np.float16), "tf32": np.dtype(np.float32)}[kind]
         extent = K if self.row_k else extent_rows
         self.same = np.dtype(op.dtype) == want
@@ -157,7 +160,52 @@ class _Tile:
 
     def sidx(self, b, row, kk):
         """Element index in the stage's tile."""
+        if self.swizzle:  # byte a = row * W + kk * eb, chunk bits 4.. XOR-ed by bits 7.. (wgmma's W-byte swizzle)
+            a = b.add(b.mul(row, c32(self.row_bytes)), b.mul(kk, c32(self.eb)))
+            a = b.xor(a, b.and_(b.lshr(a, c32(3)), c32(self.row_bytes - 16)))
+            return b.udiv(a, c32(self.eb))
         return b.add(b.mul(row, c32(self.pitch)), kk) if self.row_k else b.add(b.mul(kk, c32(self.pitch)), row)
+
+
+def element(gb: GpuBuilder, kind: str, v):
+    """An f32 (or f16) value as the shared-memory element of `kind`."""
+    b = gb.b
+    if kind == "f16":
+        return b.fptrunc(v, F16) if v.type != F16 else v
+    if kind == "tf32":
+        return gb.to_tf32(v)
+    return f32_to_bf16(gb, v)
+
+
+def issue(gb: GpuBuilder, tile: _Tile, r0, k0, k_hi, hs, base, kind: str) -> list:
+    """cp.async copies of this thread's pieces of the k-tile at k0 (vector operands) into the tile at element
+    `base` of `hs`; returns (pointer, value) of the register-staged others, to be stored after the math."""
+    b = gb.b
+    elem = hs.type.pointee
+    tid, T = gb.tid(), gb.threads
+    regs = []
+    for e in range(tile.per):
+        row, kk = tile.piece(b, b.add(tid, c32(e * T)))
+        r, k = b.add(r0, row), b.add(k0, kk)
+        ok = b.and_(b.icmp_signed("<", r, c32(tile.limit)), b.icmp_signed("<", k, k_hi))
+        off, valid = tile.op.addr(gb, r, k) if tile.a_side else tile.op.stage_addr(gb, k0, kk, r)
+        if valid is not None:
+            ok = b.and_(ok, valid)
+        safe = b.select(ok, off, c32(0))
+        dst = b.gep(hs, [b.add(base, tile.sidx(b, row, kk))], inbounds=True)
+        if tile.vec:
+            gb.cp_async(dst, b.gep(tile.op.ptr, [safe], inbounds=True), ok, tile.eb * tile.vec)  # tf32: raw f32 bits
+            continue
+        if tile.same and kind != "tf32":  # already the shared-memory element: move the bits
+            v = b.load(b.gep(tile.op.ptr, [safe], inbounds=True))
+            v = b.select(ok, v, ir.Constant(elem, 0.0 if kind == "f16" else 0))
+        else:
+            v = load_elem(gb, tile.op.ptr, safe, tile.op.dtype)
+            if v.type != F32:
+                v = b.sitofp(v, F32) if isinstance(v.type, ir.IntType) else b.fpext(v, F32)
+            v = element(gb, kind, b.select(ok, v, cf(0.0)))
+        regs.append((dst, v))
+    return regs
 
 
 def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: int, A, B, epi, split: int, nz: int, kind: str, m_fastest: bool = False, epi_run=None, row_bytes: int = mma.ROW_BYTES):
@@ -193,47 +241,13 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
         """Element offset of operand `which` (0: A, 1: B) in shared buffer `stage` (i32)."""
         return b.add(b.mul(stage, c32(stage_elems)), c32(0 if which == 0 else a_elems))
 
-    def element(v):
-        if kind == "f16":
-            return b.fptrunc(v, F16) if v.type != F16 else v
-        if kind == "tf32":
-            return gb.to_tf32(v)
-        return f32_to_bf16(gb, v)
-
-    def issue(tile: _Tile, r0, k0, base):
-        """cp.async copies of this thread's pieces of the k-tile at k0 (vector operands); returns the
-        register-staged values for the others, to be stored by `store_regs`."""
-        regs = []
-        for e in range(tile.per):
-            row, kk = tile.piece(b, b.add(tid, c32(e * T)))
-            r, k = b.add(r0, row), b.add(k0, kk)
-            ok = b.and_(b.icmp_signed("<", r, c32(tile.limit)), b.icmp_signed("<", k, k_hi))
-            off, valid = tile.op.addr(gb, r, k) if tile.a_side else tile.op.stage_addr(gb, k0, kk, r)
-            if valid is not None:
-                ok = b.and_(ok, valid)
-            safe = b.select(ok, off, c32(0))
-            dst = b.gep(hs, [b.add(base, tile.sidx(b, row, kk))], inbounds=True)
-            if tile.vec:
-                gb.cp_async(dst, b.gep(tile.op.ptr, [safe], inbounds=True), ok, geo.eb * tile.vec)  # tf32: raw f32 bits
-                continue
-            if tile.same and kind != "tf32":  # already the shared-memory element: move the bits
-                v = b.load(b.gep(tile.op.ptr, [safe], inbounds=True))
-                v = b.select(ok, v, ir.Constant(elem, 0.0 if kind == "f16" else 0))
-            else:
-                v = load_elem(gb, tile.op.ptr, safe, tile.op.dtype)
-                if v.type != F32:
-                    v = b.sitofp(v, F32) if isinstance(v.type, ir.IntType) else b.fpext(v, F32)
-                v = element(b.select(ok, v, cf(0.0)))
-            regs.append((dst, v))
-        return regs
-
     def store_regs(regs):
         for dst, v in regs:
             b.store(v, dst)
 
     def issue_stage(kt_stage, k0):
-        ra = issue(ta, m0, k0, tile_base(kt_stage, 0))
-        rb = issue(tb, n0, k0, tile_base(kt_stage, 1))
+        ra = issue(gb, ta, m0, k0, k_hi, hs, tile_base(kt_stage, 0), kind)
+        rb = issue(gb, tb, n0, k0, k_hi, hs, tile_base(kt_stage, 1), kind)
         gb.cp_async_commit()
         return ra + rb
 
@@ -302,21 +316,32 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
     # epilogue through shared memory: accumulators -> Cs[BM][BN + 8] -> consecutive n per thread
     gb.cp_async_wait(0)
     gb.barrier()
+    cells = [(accs[i][j][2 * h], accs[i][j][2 * h + 1], row, col) for i, j, h, row, col in _fragment_cells(b, cfg, wm, wn, g, t)]
+    emit_epilogue(gb, cfg, M, N, m0, n0, z, s, cells, smem, epi, m_fastest, epi_run)
+
+
+def emit_epilogue(gb: GpuBuilder, cfg, M: int, N: int, m0, n0, z, s, cells, smem, epi, m_fastest: bool, epi_run) -> None:
+    """The tensor-core kernels' epilogue (this one's and wgmma.py's), after a barrier that frees `smem`:
+    `cells`: (v0, v1, m, n) of each accumulator pair a thread holds, at block coordinates (m, n) and
+    (m, n + 1). Staged through shared memory, then stored by `epi` (or `epi_run`) in coalesced order."""
+    b = gb.b
+    T, BM, BN = cfg.threads, cfg.BM, cfg.BN
+    tid = gb.tid()
     cs = b.bitcast(smem, F32.as_pointer(smem.type.addrspace))
     if m_fastest and epi_run is not None and M % RUN == 0 and BM % RUN == 0:
-        _epilogue_runs(gb, cfg, M, N, m0, n0, z, wm, wn, g, t, accs, cs, epi_run)
+        _epilogue_runs(gb, cfg, M, N, m0, n0, z, cells, cs, epi_run)
         return
     # walking n: rows padded by 8 (float2 fragment writes, conflict-free row reads); walking m: by 1
     # (column reads hit 32 banks; fragment writes as single words)
     LDC = BN + (1 if m_fastest else 8)
-    for i, j, h, row, col in _fragment_cells(b, cfg, wm, wn, g, t):
+    for v0, v1, row, col in cells:
         p = b.gep(cs, [b.add(b.mul(row, c32(LDC)), col)], inbounds=True)
         if m_fastest:
-            b.store(accs[i][j][2 * h], p)
-            b.store(accs[i][j][2 * h + 1], b.gep(p, [c32(1)], inbounds=True))
+            b.store(v0, p)
+            b.store(v1, b.gep(p, [c32(1)], inbounds=True))
             continue
         v2 = ir.VectorType(F32, 2)
-        vec = b.insert_element(b.insert_element(ir.Constant(v2, None), accs[i][j][2 * h], c32(0)), accs[i][j][2 * h + 1], c32(1))
+        vec = b.insert_element(b.insert_element(ir.Constant(v2, None), v0, c32(0)), v1, c32(1))
         b.store(vec, b.bitcast(p, v2.as_pointer(p.type.addrspace)), align=8)
     gb.barrier()
     checked = not (M % BM == 0 and N % BN == 0)
@@ -338,6 +363,7 @@ def emit_pipelined_mma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: 
                 epi(gb, z, m, n, v, s)
 
 
+
 def _fragment_cells(b, cfg: PipeConfig, wm, wn, g, t):
     """(i, j, h, m, n) of each accumulator pair this thread holds: MMA tile (i, j), half h (rows +8),
     the pair at block coordinates (m, n) and (m, n + 1)."""
@@ -349,17 +375,17 @@ def _fragment_cells(b, cfg: PipeConfig, wm, wn, g, t):
                 yield i, j, h, row, col
 
 
-def _epilogue_runs(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, m0, n0, z, wm, wn, g, t, accs, cs, epi_run):
+def _epilogue_runs(gb: GpuBuilder, cfg, M: int, N: int, m0, n0, z, cells, cs, epi_run):
     """The epilogue of a channels-last output: accumulators -> Cs[BN][BM + 4] (m contiguous), then each
     thread takes RUN consecutive m of one n (two 16-byte shared loads), consecutive threads consecutive
     runs, and `epi_run` moves the run's channels-last operands as vectors."""
     b = gb.b
     T, BM, BN = cfg.threads, cfg.BM, cfg.BN
     LDM = BM + 4  # fragment writes (m = g, n = 2t) land in banks 8t + g; run reads stay 16-byte aligned
-    for i, j, h, row, col in _fragment_cells(b, cfg, wm, wn, g, t):
+    for v0, v1, row, col in cells:
         p = b.gep(cs, [b.add(b.mul(col, c32(LDM)), row)], inbounds=True)
-        b.store(accs[i][j][2 * h], p)
-        b.store(accs[i][j][2 * h + 1], b.gep(p, [c32(LDM)], inbounds=True))
+        b.store(v0, p)
+        b.store(v1, b.gep(p, [c32(LDM)], inbounds=True))
     gb.barrier()
     runs_m = BM // RUN
     per = BM * BN // RUN
@@ -387,4 +413,4 @@ def _epilogue_runs(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, m0, n0, z, w
                 epi_run(gb, z, m, n, vals)
 
 
-__all__ = ["PipeConfig", "PIPE_BIG", "PIPE_WIDE", "PIPE_MID", "PIPE_SMALL", "PIPE_CONFIGS", "emit_pipelined_mma_body", "geometry"]
+__all__ = ["emit_epilogue", "issue", "PipeConfig", "PIPE_BIG", "PIPE_WIDE", "PIPE_MID", "PIPE_SMALL", "PIPE_CONFIGS", "emit_pipelined_mma_body", "geometry"]

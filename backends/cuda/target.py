@@ -10,10 +10,14 @@ take all of these; NVRTC 13.5 would write PTX 9.5, which they refuse.
     sm_87 (Jetson Orin)   PTX 7.4   CUDA 11.4
     sm_89 (RTX 40, L4)    PTX 7.8   CUDA 11.8
     sm_90 (H100, H200)    PTX 7.8   CUDA 11.8
+    sm_90a (H100, H200)   PTX 8.0   CUDA 12.0   Hopper's own instructions (wgmma)
 
 PTX compiled for sm_XY runs (JIT-compiled by the driver) on any GPU of
 compute capability >= X.Y; the runtime's preflight checks both the GPU and
-the driver (see dsc/runtime/cuda_executor.py).
+the driver (see dsc/runtime/cuda_executor.py). An architecture-specific
+target (sm_90a) runs on compute capability 9.0 alone: its tensor-core
+kernels use `wgmma.mma_async` (backends/cuda/wgmma.py), which no other
+generation has.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ PTX_ISA: dict[str, tuple[int, int]] = {
     "sm_87": (7, 4),
     "sm_89": (7, 8),
     "sm_90": (7, 8),
+    "sm_90a": (8, 0),
 }
 
 # PTX ISA version -> the first CUDA release (driver API version, as cuDriverGetVersion reports it) that reads it.
@@ -45,10 +50,10 @@ PTX_ISA_DRIVER: dict[tuple[int, int], int] = {
 # Dynamic shared memory per block a kernel may take (opted in above 48 KiB), by target: what every GPU
 # that can run the target's PTX grants. sm_80 is the portable default (`--target cuda`), whose PTX also
 # runs on sm_86/sm_89 parts (99 KiB); sm_87 (Orin) grants 163 KiB, sm_90 227 KiB.
-SMEM_LIMIT = {"sm_80": 99 * 1024, "sm_86": 99 * 1024, "sm_87": 163 * 1024, "sm_89": 99 * 1024, "sm_90": 227 * 1024}
+SMEM_LIMIT = {"sm_80": 99 * 1024, "sm_86": 99 * 1024, "sm_87": 163 * 1024, "sm_89": 99 * 1024, "sm_90": 227 * 1024, "sm_90a": 227 * 1024}
 
 # Multiprocessors of a typical part per SM: used to size grids (any count runs correctly).
-SM_COUNT = {"sm_80": 108, "sm_86": 84, "sm_87": 16, "sm_89": 128, "sm_90": 132}
+SM_COUNT = {"sm_80": 108, "sm_86": 84, "sm_87": 16, "sm_89": 128, "sm_90": 132, "sm_90a": 132}
 
 
 @dataclass(frozen=True)
@@ -66,8 +71,18 @@ class GpuTarget:
 
     @property
     def compute_capability(self) -> tuple[int, int]:
-        n = int(self.sm.split("_")[1])
+        n = int(self.sm.split("_")[1].rstrip("a"))
         return n // 10, n % 10
+
+    @property
+    def arch_specific(self) -> bool:
+        """sm_90a: PTX for exactly this compute capability (no newer GPU runs it)."""
+        return self.sm.endswith("a")
+
+    @property
+    def wgmma(self) -> bool:
+        """Hopper's warpgroup tensor-core instructions are available (sm_90a)."""
+        return self.sm == "sm_90a"
 
     @property
     def features(self) -> str:

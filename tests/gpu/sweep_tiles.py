@@ -20,6 +20,7 @@ import os
 import sys
 import time
 
+TARGET = ("", "target")  # a variant's GPU target (default sm_90: mma.sync)
 # variant -> patches: (module, attribute) -> value; PipeConfig values as tuples (BM, BN, WM, WN, stages, min_blocks)
 VARIANTS = {
     "base": {},
@@ -31,6 +32,14 @@ VARIANTS = {
     "old_layouts": {("codegen", "channels_last_values"): "pairs_only_layouts"},
     "no_runs": {("mma_pipe", "RUN"): 1 << 30},  # the channels-last epilogue element by element
     "tf32_trunc": {("mma_pipe", "ROUND_TF32"): False},  # tf32 fragments as the raw f32 bits (truncated by the MMA)
+    # sm_90a: Hopper's wgmma (wgmma.py), stages and batches left in flight
+    "wg": {TARGET: "sm_90a"},
+    "wg_s3i0": {TARGET: "sm_90a", ("wgmma", "STAGES"): 3, ("wgmma", "INFLIGHT"): 0},
+    "wg_s4i0": {TARGET: "sm_90a", ("wgmma", "STAGES"): 4, ("wgmma", "INFLIGHT"): 0},
+    "wg_s5": {TARGET: "sm_90a", ("wgmma", "STAGES"): 5},
+    "wg_s3": {TARGET: "sm_90a", ("wgmma", "STAGES"): 3, ("wgmma", "INFLIGHT"): 1},
+    "wg_rows64": {TARGET: "sm_90a", ("mma", "DEEP_SMEM"): 1 << 30},
+    "wg_big1": {TARGET: "sm_90a", ("mma_pipe", "PIPE_BIG"): (128, 128, 64, 32, 3, 1)},
 }
 
 
@@ -93,6 +102,8 @@ def apply_patches(patches: dict) -> None:
     from dsc.backends.cuda import mma_pipe
 
     for (mod, attr), val in patches.items():
+        if (mod, attr) == TARGET:
+            continue
         m = importlib.import_module(f"dsc.backends.cuda.{mod}")
         if isinstance(val, tuple):
             val = mma_pipe.PipeConfig(*val)
@@ -113,7 +124,7 @@ def compile_variant(name: str, model: str, batch: int, precision: str, path: str
         mdl = zoo.build(model, batch=batch)
         opts = CompileOptions(tf32=True) if precision == "tf32" else CompileOptions(precision=precision, amp_level="O2")
         with open(path, "wb") as f:
-            f.write(dsc.compile(mdl, "sm_90", options=opts))
+            f.write(dsc.compile(mdl, VARIANTS[name].get(TARGET, "sm_90"), options=opts))
         return {"ok": True, "seconds": round(time.time() - t, 1)}
     except Exception as e:  # recorded, the sweep goes on
         import traceback
@@ -129,6 +140,7 @@ def main() -> int:
     ap.add_argument("--precision", default="fp16")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--show", default="base", help="the variant whose slowest kernels are listed")
     ap.add_argument("--torch", action="store_true", help="also time PyTorch eager captured as a CUDA graph")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -200,9 +212,11 @@ def main() -> int:
         print(f"{n:12s} {v['replay_ms']:7.3f} ms (min {v['min_ms']:.3f})  kernels {v['profile_sum_ms']:.3f} ms  max|diff| {v['max_abs_diff_vs_base']}")
     if "torch" in res:
         print(f"torch cuda graph: {res['torch']}")
-    if "base" in res["variants"]:
-        print("\nbase, slowest kernels:")
-        for r in res["variants"]["base"]["top"][:25]:
+    for show in args.show.split(","):
+        if show not in res["variants"]:
+            continue
+        print(f"\n{show}, slowest kernels:")
+        for r in res["variants"][show]["top"][:25]:
             print(f"  {r['ms']:.4f} {r.get('label', '')} grid {r.get('grid')}")
     return 0
 
