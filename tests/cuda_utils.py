@@ -212,6 +212,8 @@ WGMMA_CASES = {
     "wg-chain-wide": (lambda: _conv_chain_model(24, 64, 64, 16, batch=2), 1),
     # 64x64 tiles (n = 64), 64-byte rows (K = 288), an n edge (8x8 positions of 64: none; 7x7: 49)
     "wg-chain-mid": (lambda: _conv_chain_model(24, 32, 64, 7), 1),
+    # a 7x7 stem: 3 channels padded to 8 (16-byte copies), K = 392 (64-byte rows, a k edge)
+    "wg-stem": (lambda: _conv_model(3, 64, 19, 7, stride=2, pad=3, batch=2), 1),
 }
 
 

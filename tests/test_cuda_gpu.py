@@ -109,7 +109,7 @@ def test_tensor_core_gemm_on_gpu(name, kind, monkeypatch):
 
 
 # the cases whose GEMMs take wgmma on sm_90a (both operands contiguous along k: channels-last inputs, weights)
-@pytest.mark.parametrize("kind", ["f16", "bf16"])
+@pytest.mark.parametrize("kind", ["f16", "bf16", "tf32"])
 @pytest.mark.parametrize("name", list(WGMMA_CASES) + ["residual-channels-last", "chain-channels-last", "tap-major-s2-batch2", "matmul-edges"])
 def test_wgmma_gemm_on_gpu(name, kind, monkeypatch):
     """sm_90a: Hopper's warpgroup MMA from swizzled shared memory (and mma.sync where it does not apply),

@@ -32,14 +32,14 @@ VARIANTS = {
     "old_layouts": {("codegen", "channels_last_values"): "pairs_only_layouts"},
     "no_runs": {("mma_pipe", "RUN"): 1 << 30},  # the channels-last epilogue element by element
     "tf32_trunc": {("mma_pipe", "ROUND_TF32"): False},  # tf32 fragments as the raw f32 bits (truncated by the MMA)
-    # sm_90a: Hopper's wgmma (wgmma.py), stages and batches left in flight
+    # sm_90a: Hopper's wgmma (wgmma.py), stages and batches left in flight, the stem, the run epilogue
     "wg": {TARGET: "sm_90a"},
-    "wg_s3i0": {TARGET: "sm_90a", ("wgmma", "STAGES"): 3, ("wgmma", "INFLIGHT"): 0},
-    "wg_s4i0": {TARGET: "sm_90a", ("wgmma", "STAGES"): 4, ("wgmma", "INFLIGHT"): 0},
-    "wg_s5": {TARGET: "sm_90a", ("wgmma", "STAGES"): 5},
-    "wg_s3": {TARGET: "sm_90a", ("wgmma", "STAGES"): 3, ("wgmma", "INFLIGHT"): 1},
+    "wg_s4i1": {TARGET: "sm_90a", ("wgmma", "STAGES"): 4, ("wgmma", "INFLIGHT"): 1},
+    "wg_stem4": {TARGET: "sm_90a", ("conv", "WIDE_STEM"): False},
+    "wg_ru4": {TARGET: "sm_90a", ("mma_pipe", "RUN_UNROLL"): 4},
+    "wg_ru8": {TARGET: "sm_90a", ("mma_pipe", "RUN_UNROLL"): 8},
     "wg_rows64": {TARGET: "sm_90a", ("mma", "DEEP_SMEM"): 1 << 30},
-    "wg_big1": {TARGET: "sm_90a", ("mma_pipe", "PIPE_BIG"): (128, 128, 64, 32, 3, 1)},
+    "wg_tf32_round": {TARGET: "sm_90a", ("wgmma", "KINDS"): ("f16", "bf16")},  # tf32 on mma.sync (rounded)
 }
 
 
