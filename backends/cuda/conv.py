@@ -379,15 +379,12 @@ def reads_channels_last(ctx, grp, arg, out_nhwc: bool) -> bool:
     return False
 
 
-WIDE_STEM = True  # sm_90a: stems padded to 8 channels (wgmma) rather than 4 (mma.sync, 8-byte copies)
-
-
 def _stem_channels(ctx, grp) -> int:
     """For a convolution with few input channels and a big kernel (ResNet's 7x7 stem: 3 channels, K = 147),
     the channels its channels-last copy gets (4 or 8, the extra ones zero) so that a kernel position's
-    channels are one 8- or 16-byte copy; else 0. (A 3x3 stem's K = 27 is one k-stage either way.) With
-    wgmma (sm_90a) always 8: 16-byte copies let the stem's GEMM run on it, twice the K (392 for ResNet's)
-    at (WIDE_STEM, measured) less time."""
+    channels are one 8- or 16-byte copy; else 0. (A 3x3 stem's K = 27 is one k-stage either way.)
+    H200, ResNet-50 fp16 batch 32: 8 channels (16-byte copies, wgmma, K = 392) took 0.161 ms against 4
+    channels' 0.093 (mma.sync, K = 200): the stem's gathers, not its MMAs, set its time."""
     conv = grp.ops[0]
     xs, ws = sig_of(conv.input.type), sig_of(conv.weight.type)
     kind = mma_kind(ws.dtype, xs.dtype, ctx.tf32)
@@ -398,7 +395,7 @@ def _stem_channels(ctx, grp) -> int:
     out = sig_of(conv.result.type).shape
     if cin >= 8 or cin * ksz < 64 or conv.weight not in grp.consts or not worth_mma(ws.shape[0], out[0] * int(np.prod(out[2:], dtype=np.int64)), cin * ksz):
         return 0
-    return 4 if cin <= 4 and not (WIDE_STEM and getattr(ctx, "wgmma", False)) else 8
+    return 4 if cin <= 4 else 8
 
 
 def _stem_k(ksz: int, cp: int) -> int:

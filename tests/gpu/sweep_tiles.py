@@ -35,11 +35,9 @@ VARIANTS = {
     # sm_90a: Hopper's wgmma (wgmma.py), stages and batches left in flight, the stem, the run epilogue
     "wg": {TARGET: "sm_90a"},
     "wg_s4i1": {TARGET: "sm_90a", ("wgmma", "STAGES"): 4, ("wgmma", "INFLIGHT"): 1},
-    "wg_stem4": {TARGET: "sm_90a", ("conv", "WIDE_STEM"): False},
-    "wg_ru4": {TARGET: "sm_90a", ("mma_pipe", "RUN_UNROLL"): 4},
-    "wg_ru8": {TARGET: "sm_90a", ("mma_pipe", "RUN_UNROLL"): 8},
+    "wg_ru2": {TARGET: "sm_90a", ("mma_pipe", "RUN_UNROLL"): 2},
     "wg_rows64": {TARGET: "sm_90a", ("mma", "DEEP_SMEM"): 1 << 30},
-    "wg_tf32_round": {TARGET: "sm_90a", ("wgmma", "KINDS"): ("f16", "bf16")},  # tf32 on mma.sync (rounded)
+    "wg_tf32_round": {TARGET: "sm_90a", ("wgmma", "KINDS"): "no_tf32"},  # tf32 on mma.sync (rounded)
 }
 
 
@@ -75,6 +73,9 @@ def pairs_only_layouts(gpu_kernels, tf32, smem_limit):
             if ok:
                 found.add(v)
     return found
+
+
+no_tf32 = ("f16", "bf16")
 
 
 def balanced_tiling(M, N, K, Z, sms, configs):
