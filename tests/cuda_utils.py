@@ -175,6 +175,22 @@ def _grouped_chain_model(cin, mid, cout, hw, groups, batch=1):
     return m, {"x": rand(batch, cin, hw, hw, seed=5)}
 
 
+def _pool_chain_model(batch=2):
+    """conv 3x3 -> max pool 3x3/2 -> 1x1 conv -> avg pool 3x3/1 (padded, pads counted) -> 1x1 conv: both
+    pools read and write channels-last between tensor-core convolutions."""
+    w1, w2, w3 = rand(32, 16, 3, 3, seed=1, scale=0.1), rand(24, 32, 1, 1, seed=2, scale=0.2), rand(16, 24, 1, 1, seed=3, scale=0.2)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4),
+        helper.make_node("Conv", ["p1", "w2"], ["c2"], kernel_shape=[1, 1]),
+        helper.make_node("AveragePool", ["c2"], ["p2"], kernel_shape=[3, 3], pads=[1] * 4, count_include_pad=1),
+        helper.make_node("Conv", ["p2", "w3"], ["y"], kernel_shape=[1, 1]),
+    ]
+    m = model(nodes, [("x", F, [batch, 16, 11, 11])], [("y", F, None)], [("w1", w1), ("w2", w2), ("w3", w3)])
+    return m, {"x": rand(batch, 16, 11, 11, seed=5)}
+
+
 # name -> (builder, multiprocessors to size the grid for: few make the emulator use the big tiles)
 MMA_CASES = {
     "matmul-edges": (lambda: _mm_model(40, 48, 56), None),
@@ -202,6 +218,7 @@ MMA_CASES = {
     "residual-channels-last-maxpool": (lambda: _residual_model(16, 32, 24, 6, batch=2, pool="GlobalMaxPool"), None),
     "chain-grouped-channels-last": (lambda: _grouped_chain_model(16, 32, 24, 8, 2, batch=2), 1),
     "residual-channels-last-big": (lambda: _residual_model(32, 128, 120, 16), 1),  # 128x128 tiles, an m edge
+    "chain-pools-channels-last": (_pool_chain_model, None),
 }
 
 # sm_90a: GEMMs that take wgmma (wgmma.py: block tiles of 64+ rows, both operands contiguous along k)

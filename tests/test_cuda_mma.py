@@ -171,10 +171,9 @@ def test_dynamic_shared_memory_opt_in():
 
 def test_resnet50_fp16_layouts_and_copies():
     """ResNet-50 in fp16, batch 1: every tensor-core convolution output is stored channels-last and read so
-    by the convolutions, the residual adds and the global pool (codegen.channels_last_values), so no
-    transpose kernel is left but the stem's (its 3-channel image, copied padded to 4). The stem's output
-    (read by the max pool) and the max pool's (read by layer1's first 1x1 and its downsample, 16-byte
-    runs of positions in NCHW) stay NCHW."""
+    by the convolutions, the residual adds, the max pool and the global pool (codegen.channels_last_values),
+    so no transpose kernel is left but the stem's (its 3-channel image, copied padded to 4). The max pool
+    reads and writes channels-last between the stem and layer 1."""
     from dsc.pipeline import CompileOptions
 
     data = dsc.compile(zoo.build("resnet50", batch=1), "sm_90", options=CompileOptions(precision="fp16", amp_level="O2"))
@@ -187,9 +186,9 @@ def test_resnet50_fp16_layouts_and_copies():
     convs = kernels("tensor cores")
     assert len(convs) == 53, launches  # the 53 convolutions (the classifier, M = 1, is not)
     assert copies == {"k1_conv_bn_relu"}, sorted(copies)  # the stem
-    assert len(reads & convs) == 51 and convs - reads == {"k3_conv_bn_relu", "k5_conv"}, sorted(convs - reads)
+    assert convs <= reads and convs <= writes, sorted((convs - reads) | (convs - writes))
     assert reads - convs == {"k55_single"}, sorted(reads - convs)  # the global pool, one thread per channel
-    assert convs - writes == {"k1_conv_bn_relu"}, sorted(convs - writes)
+    assert kernels("max_pool (channels-last)") == {"k2_single"}, launches
 
 
 @pytest.mark.parametrize("name,copies", [("residual-channels-last", 0), ("residual-channels-last-7x7", 2)])

@@ -310,19 +310,24 @@ def channels_last_values(gpu_kernels: list, tf32: bool, smem_limit: int) -> set:
     GPU kernels. A candidate stays one while every reader can read it so (conv.reads_channels_last:
     a convolution's input, the residual of a convolution whose outputs are channels-last too, a global
     pool); dropping one can drop others (a residual reader's outputs), so this repeats until nothing
-    changes: the largest consistent set. ResNet: every convolution output but the stem's (read by the
-    max pool), so the only transpose kernel left is the stem's input copy."""
+    changes: the largest consistent set. 2-d pools between two channels-last tensors are candidates too
+    (data.pool_channels_last). ResNet: every convolution output and the max pool's, so the only
+    transpose kernel left is the stem's input copy."""
     groups = {kop: kernel_group(kop, ins, outs, consts, lambda op: None)[0] for kop, ins, outs, consts in gpu_kernels}
     ctx = SimpleNamespace(tf32=tf32, smem_limit=smem_limit)
     cand: set = set()
+    pool_input: dict = {}  # a channels-last pool's output -> its input (which must be channels-last too)
     for kop, grp in groups.items():
-        if not conv.writes_channels_last(ctx, grp):
+        pool = bool(data.pool_channels_last(grp))
+        if not (pool or conv.writes_channels_last(ctx, grp)):
             continue
         yields = list(kop.body.block.last_op.operands)
         for i, v in enumerate(kop.outputs):
             if yields[i] not in grp.outputs or yields.count(yields[i]) > 1 or not v.uses or not all(u.operation in groups for u in v.uses):
                 continue
             cand.add(v)
+            if pool:
+                pool_input[v] = kop.operands[list(kop.body.block.args).index(grp.ops[0].input)]
 
     def readable(v) -> bool:
         for u in {use.operation for use in v.uses}:
@@ -334,7 +339,7 @@ def channels_last_values(gpu_kernels: list, tf32: bool, smem_limit: int) -> set:
 
     changed = True
     while changed:
-        drop = {v for v in cand if not readable(v)}
+        drop = {v for v in cand if not readable(v) or (v in pool_input and pool_input[v] not in cand)}
         cand -= drop
         changed = bool(drop)
     return cand

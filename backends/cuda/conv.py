@@ -35,7 +35,7 @@ from llvmlite import ir
 from dsc.backends.cpu.codegen import BufRef
 from dsc.backends.cuda.ew import Coords, contiguous_strides, load_elem
 from dsc.backends.cuda.gemm import Operand, StridedOperand, _mul, _unravel, emit_gemm, epilogue_ops, make_epilogue
-from dsc.backends.cuda import rows
+from dsc.backends.cuda import data, rows
 from dsc.backends.cuda.depthwise import emit_depthwise
 from dsc.backends.cuda.gpubuilder import c32
 from dsc.backends.cuda.mma import mma_kind, row_bytes, stage_depth, worth_mma
@@ -359,7 +359,8 @@ def reads_channels_last(ctx, grp, arg, out_nhwc: bool) -> bool:
     * the input of a convolution that `can_read_channels_last`;
     * an operand of a tensor-core convolution's epilogue (a residual) of the output's shape, when the
       group's outputs are channels-last too (`out_nhwc`: the epilogue walks m, so the reads coalesce);
-    * an input of a row program (a global pool) of the rows' shape (its loads follow the layout).
+    * an input of a row program (a global pool) of the rows' shape (its loads follow the layout);
+    * the input of a 2-d pool whose output is channels-last too (data.pool_channels_last).
     """
     shape = tuple(sig_of(arg.type).shape)
     if match_conv(grp):
@@ -373,6 +374,8 @@ def reads_channels_last(ctx, grp, arg, out_nhwc: bool) -> bool:
             elif not (u.operation in rest and shape == out and out_nhwc and writes_channels_last(ctx, grp)):
                 return False
         return True
+    if data.match_pool(grp):
+        return out_nhwc and bool(data.pool_channels_last(grp))
     if rows.match_rows(grp):
         S, _ = rows.reduction_domain(next(op for op in grp.ops if isinstance(op, rows.REDUCTIONS)))
         return len(shape) >= 3 and shape == tuple(S) and all(isinstance(u.operation, g.GlobalAvgPoolOp | g.GlobalMaxPoolOp) for u in arg.uses)

@@ -6,7 +6,9 @@ element's coordinates, where its inputs are:
 
 * elementwise chains (with broadcasting, scalar constants as literals);
 * max/avg pooling (the window's taps unrolled, padding never counts for max,
-  count_include_pad for avg), N-d;
+  count_include_pad for avg), N-d; 2-d pools between channels-last tensors
+  (codegen.channels_last_values: ResNet's stem -> max pool -> layer 1) take
+  16 bytes of channels per thread (`pool_channels_last`);
 * transpose, slice, pad (constant, edge, reflect; negative pads crop),
   gather (negative indices count from the end), concat (one copy kernel per
   input), reshape (a copy when the value must move), and plain copies.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from dsc.backends.cuda.ew import F16, Coords, Leaf, contiguous_strides, eval_ops, is_ew, is_float, load_elem, reg_type, store_elem
+from dsc.backends.cuda.ew import F16, Coords, Leaf, contiguous_strides, eval_ops, is_ew, is_float, load_elem, load_run, reg_type, store_elem, store_run
 from dsc.backends.cuda.gpubuilder import F32, I32, GpuBuilder, c32, cf
 from dsc.dialects import graph as g
 from dsc.dialects.tensor_types import sig_of
@@ -84,8 +86,25 @@ def match_pool(grp) -> bool:
     return _single(grp, g.MaxPoolOp | g.AvgPoolOp) and len(_shape(grp.ops[0].input)) >= 3
 
 
+def pool_channels_last(grp) -> int:
+    """Channels per thread (16 bytes of them) when this pool can read and write channels-last: a 2-d
+    float pool whose channels are a multiple of that; else 0."""
+    if not match_pool(grp):
+        return 0
+    op = grp.ops[0]
+    xs = sig_of(op.input.type)
+    run = 16 // np.dtype(xs.dtype).itemsize
+    if len(xs.shape) != 4 or not is_float(xs.dtype) or xs.dtype != sig_of(op.result.type).dtype or xs.shape[1] % run:
+        return 0
+    return run
+
+
 def emit_pool(ctx, grp) -> None:
     op = grp.ops[0]
+    if grp.layout.get(op.input) == "nhwc":
+        assert grp.layout.get(op.result) == "nhwc" and pool_channels_last(grp), "a channels-last pool input with an NCHW output"
+        _emit_pool_nhwc(ctx, grp)
+        return
     a = op.py_attrs()
     xs = sig_of(op.input.type)
     out = _shape(op.result)
@@ -139,6 +158,51 @@ def emit_pool(ctx, grp) -> None:
             store_elem(gb, acc, Y, e, sig_of(op.result.type).dtype)
 
     ctx.launch("pool", ctx.refs, grid_for(total), THREADS, body, op.name.replace("graph.", ""))
+
+
+def _emit_pool_nhwc(ctx, grp) -> None:
+    """[batch][y][x][channel] in and out: a thread per output position and run of channels (16 bytes),
+    each tap one vector load."""
+    op = grp.ops[0]
+    a = op.py_attrs()
+    xs = sig_of(op.input.type)
+    Bn, C, H, W = xs.shape
+    OH, OW = _shape(op.result)[2:]
+    run = pool_channels_last(grp)
+    runs = C // run
+    is_max = isinstance(op, g.MaxPoolOp)
+    include_pad = bool(a.get("count_include_pad", 0)) and not is_max
+    kern, st, pads, dil = list(a["kernel_shape"]), list(a["strides"]), list(a["pads"]), list(a["dilations"])
+    total = Bn * OH * OW * runs
+
+    def body(gb: GpuBuilder, ptrs):
+        b = gb.b
+        X, Y = ptrs[grp.index[op.input]], ptrs[grp.index[op.result]]
+        with gb.grid_stride(total) as e:
+            cr, p = b.urem(e, c32(runs)), b.udiv(e, c32(runs))
+            ox, q = b.urem(p, c32(OW)), b.udiv(p, c32(OW))
+            oy, bi = b.urem(q, c32(OH)), b.udiv(q, c32(OH))
+            acc = [cf(float("-inf") if is_max else 0.0)] * run
+            cnt = cf(0.0)
+            for ty, tx in np.ndindex(*kern):
+                iy = b.add(b.mul(oy, c32(st[0])), c32(ty * dil[0] - pads[0]))
+                ix = b.add(b.mul(ox, c32(st[1])), c32(tx * dil[1] - pads[1]))
+                valid = b.and_(b.icmp_unsigned("<", iy, c32(H)), b.icmp_unsigned("<", ix, c32(W)))
+                off = b.add(b.mul(b.add(b.mul(b.add(b.mul(bi, c32(H)), iy), c32(W)), ix), c32(C)), b.mul(cr, c32(run)))
+                vals = load_run(gb, X, b.select(valid, off, c32(0)), xs.dtype, run)
+                if is_max:  # NaN propagates, as the NCHW kernel
+                    acc = [b.select(b.and_(valid, b.fcmp_unordered(">", v, m)), v, m) for v, m in zip(vals, acc)]
+                else:
+                    acc = [b.fadd(m, b.select(valid, v, cf(0.0))) for v, m in zip(vals, acc)]
+                    inpad = valid
+                    if include_pad:
+                        inpad = b.and_(b.icmp_unsigned("<", b.add(iy, c32(pads[0])), c32(H + pads[0] + pads[2])), b.icmp_unsigned("<", b.add(ix, c32(pads[1])), c32(W + pads[1] + pads[3])))
+                    cnt = b.fadd(cnt, b.select(inpad, cf(1.0), cf(0.0)))
+            if not is_max:
+                acc = [b.fdiv(m, gb.fmax(cnt, cf(1.0))) for m in acc]
+            store_run(gb, acc, Y, b.mul(e, c32(run)), xs.dtype)
+
+    ctx.launch("pool", ctx.refs, grid_for(total), THREADS, body, op.name.replace("graph.", "") + " (channels-last)")
 
 
 # ------------------------------------------------------------ data movement

@@ -37,6 +37,7 @@ VARIANTS = {
     "wg_s4i1": {TARGET: "sm_90a", ("wgmma", "STAGES"): 4, ("wgmma", "INFLIGHT"): 1},
     "wg_ru2": {TARGET: "sm_90a", ("mma_pipe", "RUN_UNROLL"): 2},
     "wg_rows64": {TARGET: "sm_90a", ("mma", "DEEP_SMEM"): 1 << 30},
+    "wg_nchw_pool": {TARGET: "sm_90a", ("data", "pool_channels_last"): "no_pool_nhwc"},  # pools read/write NCHW
     "wg_tf32_round": {TARGET: "sm_90a", ("wgmma", "KINDS"): "no_tf32"},  # tf32 on mma.sync (rounded)
 }
 
@@ -76,6 +77,10 @@ def pairs_only_layouts(gpu_kernels, tf32, smem_limit):
 
 
 no_tf32 = ("f16", "bf16")
+
+
+def no_pool_nhwc(grp):
+    return 0
 
 
 def balanced_tiling(M, N, K, Z, sms, configs):
