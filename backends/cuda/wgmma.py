@@ -71,7 +71,7 @@ def emit_wgmma_body(gb: GpuBuilder, cfg: PipeConfig, M: int, N: int, K: int, A, 
     p = plan(cfg)
     geo = geometry(kind, row_bytes)
     T = cfg.threads
-    if kind not in KINDS or p is None or row_bytes not in LAYOUT or smem_bytes(cfg, row_bytes, stages) > smem_limit:
+    if kind not in KINDS or p is None or row_bytes not in LAYOUT or stages - 1 - inflight < 1 or smem_bytes(cfg, row_bytes, stages) > smem_limit:
         return False
     ta = _Tile(A, cfg.BM, M, True, kind, T, M, K, geo, swizzle=True)
     tb = _Tile(B, cfg.BN, N, False, kind, T, N, K, geo, swizzle=True)
