@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dsc.backends.cuda.ew import Coords, Leaf, channels_last_strides, group_leaves, contiguous_strides, eval_ops, is_ew, load_elem, load_run, store_elem, store_run
+from dsc.backends.cuda.ew import Coords, channels_last_strides, group_leaves, contiguous_strides, eval_ops, is_ew, load_elem, load_run, store_elem, store_run
 from dsc.backends.cuda.gpubuilder import GpuBuilder, c32, cf
 from dsc.backends.cuda.mma import choose_mma_tiling, mma_kind, worth_mma
 from dsc.backends.cuda.mma import row_bytes as mma_row_bytes, stage_depth
@@ -232,10 +232,6 @@ def epilogue_ops(grp, anchor) -> list | None:
     if not all(v in produced for v in grp.outputs):
         return None
     return rest
-
-
-def _leaves_for(grp, values, ptr_of):
-    return {v: Leaf(ptr_of(v), sig_of(v.type).shape, sig_of(v.type).dtype) for v in values}
 
 
 def make_epilogue(grp, anchor, rest, out_shape, coords_of):
