@@ -247,17 +247,15 @@ def check_mma(name: str, kind: str, device="emulate", monkeypatch=None, target: 
     rounded to the MMA's input type, so only the accumulation order (and, for
     f16, the f16 result) differs: a wrong fragment layout shows as O(1) errors.
     """
-    target_name = target
     build, sms = {**MMA_CASES, **WGMMA_CASES}[name]
     m, feeds = build()
     if sms is not None and monkeypatch is not None:
-        from dsc.backends.cuda import target
+        from dsc.backends.cuda.target import SM_COUNT
 
-        sm = target_name
-        monkeypatch.setitem(target.SM_COUNT, sm, sms)
+        monkeypatch.setitem(SM_COUNT, target, sms)
     precision = {"f16": "fp16", "bf16": "bf16"}.get(kind, "fp32")
     options = CompileOptions(place=ALL_GPU, tf32=kind == "tf32", precision=precision)
-    data = dsc.compile(m, target_name, options=options, gpu_emulation=device == "emulate")
+    data = dsc.compile(m, target, options=options, gpu_emulation=device == "emulate")
     if kind == "tf32":
         rnd = round_tf32
     else:

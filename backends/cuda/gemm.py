@@ -133,13 +133,12 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
     kind = mma_kind(*dtypes, ctx.tf32) if worth_mma(M, N, K) else None
     if kind is not None:
         cfg, split = choose_mma_tiling(M, N, K, Z, ctx.sms, PIPE_CONFIGS)
-        label += f" ({kind} tensor cores)"
         rb = row_bytes or mma_row_bytes(kind, K, ctx.smem_limit)
 
         def core(gb, cfg, M, N, K, A, B, epi, split, nz, run=None):
             args = (gb, cfg, M, N, K, A, B, epi, split, nz, kind)
             mf, er = m_fastest and split == 1, run if split == 1 else None
-            if getattr(ctx, "wgmma", False) and emit_wgmma_body(*args, mf, er, rb, ctx.smem_limit):
+            if ctx.wgmma and emit_wgmma_body(*args, mf, er, rb, ctx.smem_limit):
                 used.add("wgmma")
                 return
             emit_pipelined_mma_body(*args, m_fastest=mf, epi_run=er, row_bytes=rb)
@@ -159,11 +158,10 @@ def emit_gemm(ctx, name: str, M: int, N: int, K: int, Z: int, make_operands, epi
     tile = f"{cfg.BM}x{cfg.BN}" + (f"x{stage_depth(kind, rb)}" if kind is not None else "")
     shape = f" [{Z}x{M}x{N}x{K}, tile {tile}" + (f", split-K {split}]" if split > 1 else "]")
     used: set = set()  # "wgmma" once the kernel is built on it
+    base = label
 
-    def named(base):
-        return lambda: base.replace("tensor cores)", "tensor cores, wgmma)") + shape if used else base + shape
-
-    label = named(label)
+    def label():  # read after the build (ctx.launch), which knows whether wgmma took it
+        return base + (f" ({kind} tensor cores{', wgmma' if used else ''})" if kind is not None else "") + shape
     if split == 1:
         def body(gb, ptrs):
             A, B = make_operands(gb, ptrs)
